@@ -1,0 +1,183 @@
+//! The seam between the engine and a sandbox. The engine hands a
+//! [`StepJob`] to a [`StepExecutor`] (QuickJS in production, plain Rust in
+//! engine tests) and gets a [`StepReport`] back. State operations go the
+//! other way, through the [`StepHost`] the job carries: the sandbox knows
+//! nothing of SQL, the engine nothing of JavaScript.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::{RunId, StepId, VersionId};
+use crate::limits::Limits;
+use crate::state::StateOp;
+use crate::status::StepKind;
+use crate::time::Timestamp;
+
+/// One deployed version of a workflow's source.
+#[derive(Debug)]
+pub struct WorkflowCode {
+    pub version: VersionId,
+    pub name: String,
+    pub source: String,
+}
+
+/// What loading a workflow's source revealed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowInfo {
+    /// Step methods other than `start` and the hooks, in declaration order.
+    pub actions: Vec<String>,
+    pub has_complete_hook: bool,
+    pub has_error_hook: bool,
+}
+
+pub const START: &str = "start";
+pub const COMPLETE_HOOK: &str = "onWorkflowComplete";
+pub const ERROR_HOOK: &str = "onWorkflowError";
+
+impl WorkflowInfo {
+    /// Whether `action` may be scheduled. `start` and the hooks may not.
+    pub fn is_schedulable(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == action)
+    }
+}
+
+/// A workflow that cannot be loaded, with where it went wrong.
+#[derive(Clone, Debug, Error, PartialEq)]
+#[error("{message}")]
+pub struct LoadError {
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+/// Where the step stands, as `api.run` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunMeta {
+    pub id: RunId,
+    pub workflow: String,
+    pub action: String,
+    #[serde(rename = "stepId")]
+    pub step_id: StepId,
+    pub attempt: u32,
+    pub depth: u32,
+    pub status: String,
+}
+
+/// The limits one step runs under.
+#[derive(Clone, Debug)]
+pub struct StepLimits {
+    pub cpu: Duration,
+    pub wall: Duration,
+    pub memory: usize,
+    pub limits: Arc<Limits>,
+    /// Steps the run may still create before its steps-per-run breaker trips.
+    pub steps_left: u64,
+}
+
+pub struct StepJob {
+    pub code: Arc<WorkflowCode>,
+    pub run: RunMeta,
+    pub kind: StepKind,
+    /// JSON text of `data` (the payload, or the trigger's body for `start`).
+    pub data: String,
+    /// JSON text of the trigger's headers.
+    pub headers: Arc<str>,
+    /// For `onWorkflowError`: the error that failed the run.
+    pub error: Option<StepError>,
+    pub limits: StepLimits,
+    pub host: Arc<dyn StepHost>,
+}
+
+/// What a step asks of the engine while it runs. Calls block the calling
+/// (sandbox worker) thread, never an async runtime thread.
+pub trait StepHost: Send + Sync {
+    /// Applies a run-state or dedupe operation and returns its result as JSON
+    /// text. Errors carry the message the workflow author sees.
+    fn state(&self, op: StateOp) -> Result<String, String>;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScheduledStep {
+    pub action: String,
+    pub delay: Duration,
+    /// JSON text of the payload.
+    pub payload: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The workflow's code threw.
+    Thrown,
+    CpuLimit,
+    WallLimit,
+    MemoryLimit,
+    /// The worker was lost (crash, node death) and its lease ran out.
+    WorkerLost,
+    /// A circuit breaker tripped at commit.
+    Breaker,
+    /// Something in flowstate itself; retried like any failure.
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Error)]
+#[error("{name}: {message}")]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub name: String,
+    pub message: String,
+    pub stack: Option<String>,
+}
+
+impl StepError {
+    pub fn new(kind: ErrorKind, name: &str, message: impl Into<String>) -> Self {
+        StepError {
+            kind,
+            name: name.into(),
+            message: message.into(),
+            stack: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Log,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub at: Timestamp,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepResult {
+    Completed { scheduled: Vec<ScheduledStep> },
+    Failed(StepError),
+    Ended { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    pub result: StepResult,
+    pub logs: Vec<LogLine>,
+}
+
+pub trait StepExecutor: Send + Sync + 'static {
+    /// Compiles a workflow's source and says what it defines; refuses one
+    /// that cannot run. Done once per deployed version.
+    fn inspect(&self, name: &str, source: &str) -> Result<WorkflowInfo, LoadError>;
+
+    /// Runs one step attempt to its end.
+    fn execute(&self, job: StepJob) -> impl Future<Output = StepReport> + Send;
+}

@@ -1,0 +1,288 @@
+//! The store: the single source of truth. [`Store`] speaks in domain
+//! operations (create a run, claim due steps, apply a journaled state op,
+//! commit a step with its children), each one atomic, so that a node may
+//! die at any instruction and lose nothing. SQLite is the embedded default;
+//! every back end must pass the suite in [`conformance`].
+
+use std::future::Future;
+
+use flowstate_core::executor::{StepError, WorkflowInfo};
+use flowstate_core::state::{StateError, StateOp};
+use flowstate_core::status::{RunStatus, StepKind, StepStatus};
+use flowstate_core::{RunId, StepId, Timestamp, VersionId};
+use thiserror::Error;
+
+pub mod blob;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("blob store error at {path}: {message}")]
+    Blob { path: String, message: String },
+    #[error(
+        "the database {path} is in use by another flowstate process; stop it first, or use another --db"
+    )]
+    Locked { path: String },
+    #[error("the store has shut down")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A state operation's failure: the workflow's fault, or the store's.
+#[derive(Debug, Error)]
+pub enum OpError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone, Debug)]
+pub struct NewVersion {
+    pub name: String,
+    pub source: String,
+    pub info: WorkflowInfo,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct VersionRecord {
+    pub id: VersionId,
+    pub name: String,
+    pub source: String,
+    pub info: WorkflowInfo,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub workflow: String,
+    pub version: VersionId,
+    /// JSON text of the trigger's data.
+    pub data: String,
+    /// JSON text of the trigger's headers (an object).
+    pub headers: String,
+    pub has_complete_hook: bool,
+    pub has_error_hook: bool,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    pub limit: usize,
+    /// When the lease of each claimed step runs out.
+    pub lease_until: Timestamp,
+}
+
+/// A step handed to this node to run, with its lease.
+#[derive(Clone, Debug)]
+pub struct ClaimedStep {
+    pub id: StepId,
+    pub run: RunId,
+    pub kind: StepKind,
+    pub action: String,
+    pub depth: u32,
+    /// 1 for the first attempt; counts lost leases too.
+    pub attempt: u32,
+    /// JSON text of the step's data.
+    pub payload: String,
+}
+
+/// What a step needs to know about its run.
+#[derive(Clone, Debug)]
+pub struct RunContext {
+    pub id: RunId,
+    pub workflow: String,
+    pub version: VersionId,
+    pub headers: String,
+    pub steps_total: u64,
+    /// The failure that failed the run (for `onWorkflowError`).
+    pub error: Option<StepError>,
+}
+
+/// Identifies the step attempt an op belongs to, for journaling.
+#[derive(Clone, Debug)]
+pub struct OpContext {
+    pub run: RunId,
+    pub step: StepId,
+    pub attempt: u32,
+    /// 0-based position of the op within the attempt.
+    pub seq: u32,
+    pub workflow: String,
+    pub now: Timestamp,
+    pub max_run_state_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewChild {
+    pub action: String,
+    pub due_at: Timestamp,
+    /// JSON text of the payload.
+    pub payload: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum CommitKind {
+    Succeeded { children: Vec<NewChild> },
+    FailedForGood { error: StepError },
+    Ended { reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct StepCommit {
+    pub step: StepId,
+    pub run: RunId,
+    pub attempt: u32,
+    pub kind: CommitKind,
+    /// JSON text of the attempt's log lines (an array).
+    pub logs: String,
+    pub now: Timestamp,
+    pub duration_ms: u64,
+    pub max_steps_per_run: u64,
+    pub blob_threshold: usize,
+    /// Return the run state in [`FinishedRun`] if this commit ends the run.
+    pub capture_state: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishedRun {
+    pub run: RunId,
+    pub status: RunStatus,
+    /// The run state just before deletion, when asked for: (key, JSON text).
+    pub state: Option<Vec<(String, String)>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommitOutcome {
+    Committed {
+        /// Set when this commit ended the run.
+        finished: Option<FinishedRun>,
+        /// New steps were made due at once: claim without waiting.
+        due_now: bool,
+    },
+    /// The step no longer holds its lease (taken over, cancelled, or the run
+    /// ended); nothing was changed.
+    Superseded,
+    /// Committing would take the run past its steps-per-run breaker; nothing
+    /// was changed.
+    StepsLimit { would_be: u64, limit: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct StepRetry {
+    pub step: StepId,
+    pub attempt: u32,
+    pub error: StepError,
+    pub logs: String,
+    pub now: Timestamp,
+    pub due_at: Timestamp,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub workflow: String,
+    pub version: VersionId,
+    pub status: RunStatus,
+    pub pending: i64,
+    pub steps_total: u64,
+    pub error: Option<StepError>,
+    pub end_reason: Option<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Timestamp,
+    pub error: Option<StepError>,
+    pub logs: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepRecord {
+    pub id: StepId,
+    pub run: RunId,
+    pub parent: Option<StepId>,
+    pub kind: StepKind,
+    pub action: String,
+    pub depth: u32,
+    pub status: StepStatus,
+    pub attempt: u32,
+    pub payload_bytes: u64,
+    pub due_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<StepError>,
+    /// JSON text of the last attempt's log lines.
+    pub logs: String,
+    /// Earlier attempts that failed and were retried.
+    pub failed_attempts: Vec<AttemptRecord>,
+}
+
+/// Domain operations over durable state. Every method is one atomic
+/// transition; none leaves a half-applied change behind.
+pub trait Store: Send + Sync + 'static {
+    /// Records a version of a workflow; the same source twice is one version.
+    fn deploy(&self, v: NewVersion) -> impl Future<Output = Result<VersionRecord>> + Send;
+    fn version(&self, id: VersionId) -> impl Future<Output = Result<VersionRecord>> + Send;
+
+    /// Creates a run and its `start` step, due now. Durable when it returns.
+    fn create_run(&self, r: NewRun) -> impl Future<Output = Result<RunId>> + Send;
+
+    /// Leases due steps (and steps whose lease ran out) to the caller.
+    fn claim_due_steps(
+        &self,
+        c: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<ClaimedStep>>> + Send;
+
+    /// The earliest time a step becomes claimable, if any.
+    fn next_due_at(&self) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
+
+    fn run_context(&self, run: RunId) -> impl Future<Output = Result<RunContext>> + Send;
+
+    /// Applies a state op of a step attempt and journals it, or replays it
+    /// from the journal when a retried step repeats it (DESIGN.md 1.3).
+    /// Returns the op's result as JSON text.
+    fn apply_state_op(
+        &self,
+        ctx: OpContext,
+        op: StateOp,
+    ) -> impl Future<Output = Result<String, OpError>> + Send;
+
+    /// Records a step's final outcome, its children, and what that means for
+    /// the run (see `flowstate_core::lifecycle`), in one transaction.
+    fn commit_step(&self, c: StepCommit) -> impl Future<Output = Result<CommitOutcome>> + Send;
+
+    /// Puts a failed attempt back as pending, due at `due_at`. Its journal is
+    /// kept so the retry replays the state ops already applied. Returns
+    /// `false` if the step no longer holds its lease.
+    fn retry_step(&self, r: StepRetry) -> impl Future<Output = Result<bool>> + Send;
+
+    fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
+    fn steps(&self, run: RunId) -> impl Future<Output = Result<Vec<StepRecord>>> + Send;
+    /// The live run state: (key, JSON text), by key.
+    fn run_state(&self, run: RunId) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    /// Runs not yet finished, oldest first, optionally of one workflow.
+    fn unfinished_runs(
+        &self,
+        workflow: Option<String>,
+    ) -> impl Future<Output = Result<Vec<RunId>>> + Send;
+
+    /// Resolves once every write accepted before it is durable.
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+}

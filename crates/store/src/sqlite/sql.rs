@@ -1,0 +1,119 @@
+//! The SQLite store's queries, one named constant each.
+
+pub const RELEASE_ORPHANED_STEPS: &str =
+    "UPDATE steps SET status = 'pending', lease_until = NULL WHERE status = 'running'";
+
+pub const FIND_VERSION_BY_SOURCE: &str =
+    "SELECT id, created_at FROM workflow_versions WHERE name = ?1 AND source_hash = ?2";
+pub const INSERT_VERSION: &str =
+    "INSERT INTO workflow_versions (name, source, source_hash, info, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+pub const SELECT_VERSION: &str =
+    "SELECT id, name, source, info, created_at FROM workflow_versions WHERE id = ?1";
+
+pub const INSERT_RUN: &str =
+    "INSERT INTO runs (workflow, version_id, status, headers, has_complete_hook,
+        has_error_hook, pending, steps_total, created_at)
+     VALUES (?1, ?2, 'running', ?3, ?4, ?5, 1, 1, ?6)";
+pub const INSERT_STEP: &str =
+    "INSERT INTO steps (run_id, parent_id, kind, action, depth, status, payload,
+        payload_blob, payload_bytes, due_at, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10)";
+
+pub const CLAIM_DUE: &str = "UPDATE steps SET status = 'running', attempt = attempt + 1,
+        lease_until = ?1, started_at = ?2
+     WHERE id IN (SELECT id FROM steps WHERE status = 'pending' AND due_at <= ?2
+                  ORDER BY due_at, id LIMIT ?3)
+     RETURNING id, run_id, kind, action, depth, attempt, payload, payload_blob";
+pub const CLAIM_EXPIRED: &str =
+    "UPDATE steps SET attempt = attempt + 1, lease_until = ?1, started_at = ?2
+     WHERE id IN (SELECT id FROM steps WHERE status = 'running' AND lease_until <= ?2
+                  ORDER BY lease_until LIMIT ?3)
+     RETURNING id, run_id, kind, action, depth, attempt, payload, payload_blob";
+pub const NEXT_DUE: &str = "SELECT min(t) FROM (
+        SELECT min(due_at) AS t FROM steps WHERE status = 'pending'
+        UNION ALL SELECT min(lease_until) FROM steps WHERE status = 'running')";
+
+pub const SELECT_RUN_CONTEXT: &str =
+    "SELECT workflow, version_id, headers, steps_total, error FROM runs WHERE id = ?1";
+pub const SELECT_LEASED_STEP: &str =
+    "SELECT run_id, kind, depth, payload_blob, started_at FROM steps
+     WHERE id = ?1 AND status = 'running' AND attempt = ?2";
+pub const SELECT_RUN_FOR_COMMIT: &str = "SELECT status, pending, steps_total, has_complete_hook, has_error_hook FROM runs WHERE id = ?1";
+pub const FINISH_STEP: &str =
+    "UPDATE steps SET status = ?2, finished_at = ?3, duration_ms = ?4, logs = ?5,
+        error = ?6, lease_until = NULL
+     WHERE id = ?1";
+pub const CANCEL_OTHER_STEPS: &str =
+    "UPDATE steps SET status = 'cancelled', finished_at = ?3, lease_until = NULL
+     WHERE run_id = ?1 AND id != ?2 AND status IN ('pending', 'running')
+     RETURNING payload_blob";
+pub const UPDATE_RUN_AFTER_STEP: &str =
+    "UPDATE runs SET pending = ?2, steps_total = steps_total + ?3,
+        status = coalesce(?4, status), error = coalesce(error, ?5),
+        end_reason = coalesce(?6, end_reason), finished_at = ?7
+     WHERE id = ?1";
+pub const DELETE_STEP_JOURNAL: &str = "DELETE FROM journal WHERE step_id = ?1";
+pub const DELETE_RUN_JOURNAL: &str = "DELETE FROM journal WHERE run_id = ?1";
+pub const DELETE_RUN_STATE: &str = "DELETE FROM run_state WHERE run_id = ?1";
+pub const DELETE_RUN_LIST_ITEMS: &str = "DELETE FROM run_list_items WHERE run_id = ?1";
+
+pub const INSERT_ATTEMPT: &str =
+    "INSERT OR REPLACE INTO step_attempts (step_id, attempt, started_at, finished_at, error, logs)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+pub const RESCHEDULE_STEP: &str =
+    "UPDATE steps SET status = 'pending', due_at = ?2, lease_until = NULL, error = ?3
+     WHERE id = ?1";
+
+pub const SELECT_RUN: &str =
+    "SELECT id, workflow, version_id, status, pending, steps_total, error, end_reason,
+        created_at, finished_at
+     FROM runs WHERE id = ?1";
+pub const SELECT_STEPS: &str =
+    "SELECT id, run_id, parent_id, kind, action, depth, status, attempt, payload_bytes,
+        due_at, started_at, finished_at, duration_ms, error, logs
+     FROM steps WHERE run_id = ?1 ORDER BY id";
+pub const SELECT_ATTEMPTS: &str =
+    "SELECT a.step_id, a.attempt, a.started_at, a.finished_at, a.error, a.logs
+     FROM step_attempts a JOIN steps s ON s.id = a.step_id
+     WHERE s.run_id = ?1 ORDER BY a.step_id, a.attempt";
+pub const SELECT_UNFINISHED_RUNS: &str =
+    "SELECT id FROM runs WHERE finished_at IS NULL AND (?1 IS NULL OR workflow = ?1) ORDER BY id";
+
+// Run state.
+pub const SELECT_STATE_KEY: &str =
+    "SELECT is_list, value, bytes FROM run_state WHERE run_id = ?1 AND key = ?2";
+pub const SELECT_LIST_ITEMS: &str =
+    "SELECT item FROM run_list_items WHERE run_id = ?1 AND key = ?2 ORDER BY id";
+pub const SELECT_RUN_STATE: &str =
+    "SELECT key, is_list, value FROM run_state WHERE run_id = ?1 ORDER BY key";
+pub const SUM_STATE_BYTES: &str = "SELECT coalesce(sum(bytes), 0) FROM run_state WHERE run_id = ?1";
+pub const UPSERT_VALUE: &str = "INSERT INTO run_state (run_id, key, is_list, value, bytes) VALUES (?1, ?2, 0, ?3, ?4)
+     ON CONFLICT (run_id, key) DO UPDATE SET is_list = 0, value = excluded.value, bytes = excluded.bytes";
+pub const UPSERT_LIST_PUSH: &str =
+    "INSERT INTO run_state (run_id, key, is_list, value, bytes) VALUES (?1, ?2, 1, NULL, ?3)
+     ON CONFLICT (run_id, key) DO UPDATE SET bytes = bytes + excluded.bytes WHERE is_list = 1
+     RETURNING is_list";
+pub const INSERT_LIST_ITEM: &str =
+    "INSERT INTO run_list_items (run_id, key, item) VALUES (?1, ?2, ?3)";
+pub const MAKE_LIST: &str =
+    "UPDATE run_state SET is_list = 1, value = NULL, bytes = ?3 WHERE run_id = ?1 AND key = ?2";
+pub const UPSERT_INCREMENT: &str =
+    "INSERT INTO run_state (run_id, key, is_list, value, bytes) VALUES (?1, ?2, 0, ?3, 8)
+     ON CONFLICT (run_id, key) DO UPDATE SET value = value + excluded.value
+     WHERE is_list = 0 AND typeof(value) IN ('integer', 'real')
+     RETURNING value";
+pub const DELETE_STATE_KEY: &str = "DELETE FROM run_state WHERE run_id = ?1 AND key = ?2";
+pub const DELETE_LIST_ITEMS: &str = "DELETE FROM run_list_items WHERE run_id = ?1 AND key = ?2";
+
+// Journal and dedupe.
+pub const SELECT_JOURNAL: &str =
+    "SELECT op, key, result FROM journal WHERE step_id = ?1 AND seq = ?2";
+pub const TRUNCATE_JOURNAL: &str = "DELETE FROM journal WHERE step_id = ?1 AND seq >= ?2";
+pub const INSERT_JOURNAL: &str =
+    "INSERT OR REPLACE INTO journal (step_id, seq, run_id, op, key, result)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+pub const SELECT_DEDUPE: &str =
+    "SELECT expires_at FROM dedupe_keys WHERE workflow = ?1 AND key = ?2";
+pub const UPSERT_DEDUPE: &str =
+    "INSERT OR REPLACE INTO dedupe_keys (workflow, key, expires_at) VALUES (?1, ?2, ?3)";
