@@ -98,6 +98,8 @@ pub trait StepHost: Send + Sync {
     /// Applies a run-state or dedupe operation and returns its result as JSON
     /// text. Errors carry the message the workflow author sees.
     fn state(&self, op: StateOp) -> Result<String, String>;
+    /// The engine's clock, for log timestamps.
+    fn now(&self) -> Timestamp;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

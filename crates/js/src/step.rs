@@ -1,0 +1,357 @@
+//! One step attempt in a fresh QuickJS runtime: load the prelude and the
+//! workflow from bytecode, call the method, drive its promise to the end
+//! under the step's CPU, wall and memory limits, and report what happened.
+//! A fresh runtime per step costs ~100 µs here and shares nothing between
+//! steps or runs (see shared/notes/engine-facts.md).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+use flowstate_core::executor::{
+    ErrorKind, LogLevel, LogLine, ScheduledStep, StepError, StepJob, StepReport, StepResult,
+};
+use flowstate_core::state::StateOp;
+use rquickjs::promise::PromiseState;
+use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value, WriteOptions};
+
+use crate::compile::{Compiled, EXPORT_NAME};
+use crate::cpu::thread_cpu_time;
+use crate::schedule::{self, ScheduleContext};
+
+pub const PRELUDE_NAME: &str = "flowstate:prelude";
+pub const PRELUDE_SOURCE: &str = include_str!("js/prelude.js");
+
+/// QuickJS's own stack guard; worker threads get a larger native stack.
+pub const JS_STACK_BYTES: usize = 4 * 1024 * 1024;
+
+const LIMIT_NONE: u8 = 0;
+const LIMIT_CPU: u8 = 1;
+const LIMIT_WALL: u8 = 2;
+
+/// Log lines one step may keep; past this they are counted, not stored.
+const MAX_LOG_LINES: usize = 1_000;
+/// Longest log line kept.
+const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
+
+fn prelude_bytecode() -> &'static [u8] {
+    static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTECODE.get_or_init(|| {
+        let rt = Runtime::new().expect("a QuickJS runtime can be created");
+        let ctx = Context::full(&rt).expect("a QuickJS context can be created");
+        ctx.with(|ctx| {
+            Module::declare(ctx, PRELUDE_NAME, PRELUDE_SOURCE)
+                .and_then(|m| m.write(WriteOptions::default()))
+                .expect("the prelude compiles")
+        })
+    })
+}
+
+#[derive(Default)]
+struct StepState {
+    scheduled: Vec<ScheduledStep>,
+    logs: Vec<LogLine>,
+    dropped_logs: usize,
+    ended: Option<String>,
+}
+
+pub fn run_step(job: StepJob, compiled: &Compiled) -> StepReport {
+    let state = Rc::new(RefCell::new(StepState::default()));
+    let limit_hit = Arc::new(AtomicU8::new(LIMIT_NONE));
+    let outcome = execute(&job, compiled, &state, &limit_hit);
+    let mut st = state.take();
+    if st.dropped_logs > 0 {
+        st.logs.push(LogLine {
+            at: job.host.now(),
+            level: LogLevel::Warn,
+            message: format!(
+                "{} more log lines were dropped (a step keeps at most {MAX_LOG_LINES})",
+                st.dropped_logs
+            ),
+        });
+    }
+    let result = match (limit_hit.load(Ordering::SeqCst), outcome) {
+        (LIMIT_CPU, _) => StepResult::Failed(StepError::new(
+            ErrorKind::CpuLimit,
+            "CpuLimitExceeded",
+            format!(
+                "the step used more than its CPU limit of {} and was stopped (an endless loop?); raise it with --step-cpu-limit if the work is real",
+                flowstate_core::delay::format_duration(job.limits.cpu)
+            ),
+        )),
+        (LIMIT_WALL, _) => StepResult::Failed(StepError::new(
+            ErrorKind::WallLimit,
+            "WallLimitExceeded",
+            format!(
+                "the step ran longer than its wall-time limit of {} and was stopped; raise it with --step-wall-limit, or split the work across steps",
+                flowstate_core::delay::format_duration(job.limits.wall)
+            ),
+        )),
+        _ if st.ended.is_some() => StepResult::Ended {
+            reason: st.ended.take().unwrap_or_default(),
+        },
+        (_, Ok(())) => StepResult::Completed {
+            scheduled: std::mem::take(&mut st.scheduled),
+        },
+        (_, Err(e)) => StepResult::Failed(e),
+    };
+    StepReport {
+        result,
+        logs: st.logs,
+    }
+}
+
+fn execute(
+    job: &StepJob,
+    compiled: &Compiled,
+    state: &Rc<RefCell<StepState>>,
+    limit_hit: &Arc<AtomicU8>,
+) -> Result<(), StepError> {
+    let rt = Runtime::new().map_err(internal)?;
+    rt.set_memory_limit(job.limits.memory);
+    rt.set_max_stack_size(JS_STACK_BYTES);
+    let cpu_deadline = thread_cpu_time() + job.limits.cpu;
+    let wall_deadline = Instant::now() + job.limits.wall;
+    let flag = limit_hit.clone();
+    rt.set_interrupt_handler(Some(Box::new(move || {
+        if thread_cpu_time() >= cpu_deadline {
+            flag.store(LIMIT_CPU, Ordering::SeqCst);
+            true
+        } else if Instant::now() >= wall_deadline {
+            flag.store(LIMIT_WALL, Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
+    })));
+    let ctx = Context::full(&rt).map_err(internal)?;
+    ctx.with(|ctx| {
+        install_host(&ctx, job, compiled, state).map_err(|e| js_error(&ctx, e))?;
+        // SAFETY: both bytecodes were produced in this process by this same
+        // QuickJS build (prelude_bytecode, compile::compile); none comes from outside.
+        let prelude = unsafe { Module::load(ctx.clone(), prelude_bytecode()) }
+            .map_err(|e| js_error(&ctx, e))?;
+        let (prelude, done) = prelude.eval().map_err(|e| js_error(&ctx, e))?;
+        done.finish::<()>().map_err(|e| js_error(&ctx, e))?;
+        let module = unsafe { Module::load(ctx.clone(), &compiled.bytecode) }
+            .map_err(|e| js_error(&ctx, e))?;
+        let (module, done) = module.eval().map_err(|e| js_error(&ctx, e))?;
+        drive(&ctx, &done);
+        if let Some(Err(e)) = done.result::<()>() {
+            return Err(js_error(&ctx, e));
+        }
+        let class: Value = module.get(EXPORT_NAME).map_err(|e| js_error(&ctx, e))?;
+        let run_step: Function = prelude.get("runStep").map_err(|e| js_error(&ctx, e))?;
+        let meta = ctx
+            .json_parse(serde_json::to_string(&job.run).expect("RunMeta serialises"))
+            .map_err(|e| js_error(&ctx, e))?;
+        let error_json = job
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_string(e).expect("StepError serialises"));
+        let promise: Promise = run_step
+            .call((
+                class,
+                job.kind.as_str(),
+                job.run.action.as_str(),
+                job.data.as_str(),
+                &*job.headers,
+                error_json,
+                meta,
+            ))
+            .map_err(|e| js_error(&ctx, e))?;
+        drive(&ctx, &promise);
+        // Un-awaited promises still run, within the same limits.
+        while ctx.execute_pending_job() {}
+        match promise.result::<String>() {
+            None => Err(StepError::new(
+                ErrorKind::Thrown,
+                "Error",
+                "the step's promise never settled: it awaited something that can never resolve",
+            )),
+            Some(Err(e)) => Err(js_error(&ctx, e)),
+            Some(Ok(text)) => outcome_from(&text),
+        }
+    })
+}
+
+/// Runs the job queue until `promise` settles or nothing is left to run.
+fn drive(ctx: &Ctx<'_>, promise: &Promise<'_>) {
+    while promise.state() == PromiseState::Pending {
+        if !ctx.execute_pending_job() {
+            break;
+        }
+    }
+}
+
+fn outcome_from(text: &str) -> Result<(), StepError> {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    if v["ok"] == serde_json::Value::Bool(true) {
+        return Ok(());
+    }
+    let name = v["name"].as_str().unwrap_or("Error").to_string();
+    let message = v["message"].as_str().unwrap_or_default().to_string();
+    let kind = if message.contains("out of memory") {
+        ErrorKind::MemoryLimit
+    } else {
+        ErrorKind::Thrown
+    };
+    Err(StepError {
+        kind,
+        name,
+        message,
+        stack: v["stack"].as_str().map(str::to_string),
+    })
+}
+
+/// Registers the host's native calls as `globalThis.__flowstate`; the prelude
+/// takes them and removes the name before user code runs.
+fn install_host<'js>(
+    ctx: &Ctx<'js>,
+    job: &StepJob,
+    compiled: &Compiled,
+    state: &Rc<RefCell<StepState>>,
+) -> rquickjs::Result<()> {
+    let obj = Object::new(ctx.clone())?;
+
+    let host = job.host.clone();
+    obj.set(
+        "op",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, key: String, arg: Option<String>| {
+                let op = match (name.as_str(), arg) {
+                    ("get", _) => StateOp::Get { key },
+                    ("set", Some(value)) => StateOp::Set { key, value },
+                    ("push", Some(item)) => StateOp::Push { key, item },
+                    ("increment", Some(d)) => StateOp::Increment {
+                        key,
+                        delta: d.parse().unwrap_or(f64::NAN),
+                    },
+                    ("delete", _) => StateOp::Delete { key },
+                    ("dedupe", Some(t)) => StateOp::Dedupe {
+                        key,
+                        ttl_secs: t.parse().unwrap_or(86_400.0),
+                    },
+                    _ => {
+                        return Err(rquickjs::Exception::throw_internal(
+                            &ctx,
+                            "unknown state operation",
+                        ));
+                    }
+                };
+                host.state(op)
+                    .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
+            },
+        )?,
+    )?;
+
+    let st = state.clone();
+    let info = compiled.info.clone();
+    let limits = job.limits.limits.clone();
+    let (depth, steps_left) = (job.run.depth, job.limits.steps_left);
+    obj.set(
+        "schedule",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, action: Value<'js>, delay: String, payload: String| {
+                let action = action.as_string().and_then(|s| s.to_string().ok());
+                let already = st.borrow().scheduled.len();
+                let cx = ScheduleContext {
+                    info: &info,
+                    limits: &limits,
+                    depth,
+                    steps_left,
+                    already,
+                };
+                let step = schedule::check(&cx, action.as_deref(), &delay, payload)
+                    .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))?;
+                st.borrow_mut().scheduled.push(step);
+                Ok::<_, rquickjs::Error>(())
+            },
+        )?,
+    )?;
+
+    let st = state.clone();
+    let host = job.host.clone();
+    obj.set(
+        "log",
+        Function::new(ctx.clone(), move |level: String, mut message: String| {
+            let mut st = st.borrow_mut();
+            if st.logs.len() >= MAX_LOG_LINES {
+                st.dropped_logs += 1;
+                return;
+            }
+            if message.len() > MAX_LOG_LINE_BYTES {
+                let mut cut = MAX_LOG_LINE_BYTES;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push_str("… (truncated)");
+            }
+            let level = match level.as_str() {
+                "info" => LogLevel::Info,
+                "warn" => LogLevel::Warn,
+                "error" => LogLevel::Error,
+                _ => LogLevel::Log,
+            };
+            st.logs.push(LogLine {
+                at: host.now(),
+                level,
+                message,
+            });
+        })?,
+    )?;
+
+    let st = state.clone();
+    obj.set(
+        "end",
+        Function::new(ctx.clone(), move |reason: String| {
+            st.borrow_mut().ended.get_or_insert(reason);
+        })?,
+    )?;
+
+    ctx.globals().set("__flowstate", obj)
+}
+
+/// The pending JS exception (or an engine error) as a step error.
+fn js_error(ctx: &Ctx<'_>, e: rquickjs::Error) -> StepError {
+    if !matches!(e, rquickjs::Error::Exception) {
+        return internal(e);
+    }
+    let value = ctx.catch();
+    if let Some(obj) = value.as_object() {
+        let name: Option<String> = obj.get("name").ok();
+        let message: Option<String> = obj.get("message").ok();
+        let stack: Option<String> = obj.get("stack").ok();
+        let message = message.unwrap_or_default();
+        let kind = if message.contains("out of memory") {
+            ErrorKind::MemoryLimit
+        } else {
+            ErrorKind::Thrown
+        };
+        return StepError {
+            kind,
+            name: name.unwrap_or_else(|| "Error".into()),
+            message,
+            stack,
+        };
+    }
+    let text = value
+        .as_string()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| format!("{value:?}"));
+    StepError::new(ErrorKind::Thrown, "Error", text)
+}
+
+fn internal(e: impl std::fmt::Display) -> StepError {
+    StepError::new(
+        ErrorKind::Internal,
+        "InternalError",
+        format!("flowstate could not run the step: {e}"),
+    )
+}

@@ -1,0 +1,467 @@
+//! The sandbox against an in-memory host: every `api` member, the limits,
+//! and the errors a workflow author can cause.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowstate_core::executor::*;
+use flowstate_core::limits::Limits;
+use flowstate_core::state::StateOp;
+use flowstate_core::status::StepKind;
+use flowstate_core::{RunId, StepId, Timestamp, VersionId};
+use flowstate_js::Sandbox;
+
+#[derive(Default)]
+struct MemHost {
+    state: Mutex<HashMap<String, serde_json::Value>>,
+    ops: Mutex<Vec<String>>,
+}
+
+impl StepHost for MemHost {
+    fn state(&self, op: StateOp) -> Result<String, String> {
+        self.ops
+            .lock()
+            .unwrap()
+            .push(format!("{}:{}", op.name(), op.key()));
+        let mut st = self.state.lock().unwrap();
+        Ok(match op {
+            StateOp::Get { key } => st.get(&key).cloned().unwrap_or_default().to_string(),
+            StateOp::Set { key, value } => {
+                st.insert(key, serde_json::from_str(&value).unwrap());
+                "null".into()
+            }
+            StateOp::Push { key, item } => {
+                let list = st.entry(key).or_insert(serde_json::json!([]));
+                list.as_array_mut()
+                    .unwrap()
+                    .push(serde_json::from_str(&item).unwrap());
+                "null".into()
+            }
+            StateOp::Increment { key, delta } => {
+                let v = st.entry(key.clone()).or_insert(serde_json::json!(0));
+                let Some(n) = v.as_f64() else {
+                    return Err(format!("runStore.increment('{key}'): not a number"));
+                };
+                *v = serde_json::json!(n + delta);
+                v.to_string()
+            }
+            StateOp::Delete { key } => {
+                st.remove(&key);
+                "null".into()
+            }
+            StateOp::Dedupe { .. } => r#"{"locked":false}"#.into(),
+        })
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp(1_000)
+    }
+}
+
+struct Fixture {
+    sandbox: Sandbox,
+    code: Arc<WorkflowCode>,
+    host: Arc<MemHost>,
+    limits: Limits,
+}
+
+fn fixture(source: &str) -> Fixture {
+    fixture_with(
+        source,
+        Limits {
+            min_delay: Duration::ZERO,
+            ..Limits::default()
+        },
+    )
+}
+
+fn fixture_with(source: &str, limits: Limits) -> Fixture {
+    let sandbox = Sandbox::new(1);
+    sandbox
+        .inspect("wf", source)
+        .expect("the test workflow loads");
+    Fixture {
+        sandbox,
+        code: Arc::new(WorkflowCode {
+            version: VersionId(1),
+            name: "wf".into(),
+            source: source.into(),
+        }),
+        host: Arc::default(),
+        limits,
+    }
+}
+
+impl Fixture {
+    async fn run(&self, action: &str, data: &str) -> StepReport {
+        self.run_kind(StepKind::Action, action, data, None).await
+    }
+
+    async fn run_kind(
+        &self,
+        kind: StepKind,
+        action: &str,
+        data: &str,
+        error: Option<StepError>,
+    ) -> StepReport {
+        let job = StepJob {
+            code: self.code.clone(),
+            run: RunMeta {
+                id: RunId(7),
+                workflow: "wf".into(),
+                action: action.into(),
+                step_id: StepId(3),
+                attempt: 1,
+                depth: 0,
+                status: "running".into(),
+            },
+            kind,
+            data: data.into(),
+            headers: Arc::from(r#"{"x-shopify-topic":"orders/create"}"#),
+            error,
+            limits: StepLimits {
+                cpu: self.limits.step_cpu,
+                wall: self.limits.step_wall,
+                memory: self.limits.step_memory,
+                limits: Arc::new(self.limits.clone()),
+                steps_left: 1_000,
+            },
+            host: self.host.clone(),
+        };
+        self.sandbox.execute(job).await
+    }
+
+    fn state(&self, key: &str) -> serde_json::Value {
+        self.host
+            .state
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn failed(r: &StepReport) -> &StepError {
+    match &r.result {
+        StepResult::Failed(e) => e,
+        other => panic!("expected a failure, got {other:?} (logs {:?})", r.logs),
+    }
+}
+
+fn scheduled(r: &StepReport) -> &[ScheduledStep] {
+    match &r.result {
+        StepResult::Completed { scheduled } => scheduled,
+        other => panic!("expected success, got {other:?} (logs {:?})", r.logs),
+    }
+}
+
+#[tokio::test]
+async fn run_store_calls_reach_the_host_with_json_values() {
+    let f = fixture(
+        "export class Workflow {
+            async start(data, headers, api) {
+                await api.runStore.set('order', { id: data.id, topic: headers['x-shopify-topic'] });
+                const n = await api.runStore.increment('count');
+                const m = await api.runStore.increment('count', 2);
+                await api.runStore.push('seen', n + m);
+                const order = await api.runStore.get('order');
+                await api.runStore.set('copy', order.id);
+                await api.runStore.delete('order');
+                api.log('run', api.run.id, 'step', api.run.stepId, 'attempt', api.run.attempt);
+            }
+        }",
+    );
+    let r = f.run("start", r#"{"id": 42}"#).await;
+    assert!(scheduled(&r).is_empty());
+    assert_eq!(f.state("count"), serde_json::json!(3.0));
+    assert_eq!(f.state("seen"), serde_json::json!([4]));
+    assert_eq!(f.state("copy"), serde_json::json!(42));
+    assert_eq!(f.state("order"), serde_json::Value::Null);
+    assert_eq!(r.logs[0].message, "run 7 step 3 attempt 1");
+}
+
+#[tokio::test]
+async fn schedule_next_step_collects_children_with_parsed_delays() {
+    let f = fixture(
+        "class Workflow {
+            async start(data, headers, api) {
+                for (const item of data.items) {
+                    await api.scheduleNextStep({ delay: '1 day', action: 'process', payload: { item } });
+                }
+                await api.scheduleNextStep({ delay: 30, action: 'summary' });
+            }
+            async process() {}
+            async summary() {}
+        }",
+    );
+    let r = f.run("start", r#"{"items":[1,2]}"#).await;
+    let s = scheduled(&r);
+    assert_eq!(s.len(), 3);
+    assert_eq!(
+        (s[0].action.as_str(), s[0].delay, s[0].payload.as_str()),
+        ("process", Duration::from_secs(86_400), r#"{"item":1}"#)
+    );
+    assert_eq!(
+        (s[2].action.as_str(), s[2].delay, s[2].payload.as_str()),
+        ("summary", Duration::from_secs(30), "null")
+    );
+}
+
+#[tokio::test]
+async fn a_step_that_throws_schedules_nothing_and_keeps_message_and_stack() {
+    let f = fixture(
+        "class Workflow {
+            async start(data, headers, api) {
+                await api.scheduleNextStep({ delay: 10, action: 'next' });
+                throw new RangeError('inventory went negative');
+            }
+            async next() {}
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    let e = failed(&r);
+    assert_eq!(
+        (e.name.as_str(), e.message.as_str()),
+        ("RangeError", "inventory went negative")
+    );
+    assert!(
+        e.stack.as_deref().unwrap_or("").contains("wf.js:4"),
+        "{:?}",
+        e.stack
+    );
+}
+
+#[tokio::test]
+async fn bad_schedule_calls_throw_clear_errors() {
+    let f = fixture(
+        "class Workflow {
+            async start(data, headers, api) {
+                try { await api.scheduleNextStep({ delay: data.delay, action: data.action, payload: data.payload }); }
+                catch (e) { api.log(e.message); }
+            }
+            async ship() {}
+            async notify() {}
+        }",
+    );
+    let cases = [
+        (
+            r#"{"delay":10,"action":"shipp"}"#,
+            "no method 'shipp'; methods you can schedule: ship, notify",
+        ),
+        (
+            r#"{"delay":10,"action":"start"}"#,
+            "'start' is the entry step",
+        ),
+        (
+            r#"{"delay":"3 months","action":"ship"}"#,
+            "months and years are not a fixed length",
+        ),
+        (
+            r#"{"delay":"soon","action":"ship"}"#,
+            "invalid delay \"soon\"",
+        ),
+        (
+            r#"{"delay":"401 days","action":"ship"}"#,
+            "above the maximum of 400d",
+        ),
+    ];
+    for (data, expected) in cases {
+        let r = f.run("start", data).await;
+        assert!(scheduled(&r).is_empty());
+        assert!(
+            r.logs[0].message.contains(expected),
+            "{data}: {}",
+            r.logs[0].message
+        );
+    }
+}
+
+#[tokio::test]
+async fn non_json_values_are_refused_with_their_path() {
+    let f = fixture(
+        "class Workflow {
+            async start(data, headers, api) {
+                const cyclic = { a: {} }; cyclic.a.back = cyclic;
+                const bad = { fn: { x: [1, () => 1] }, big: { n: 10n }, cyclic };
+                for (const k of Object.keys(bad)) {
+                    try { await api.runStore.set(k, bad[k]); } catch (e) { api.log(e.message); }
+                }
+                try { await api.runStore.increment('n', 'two'); } catch (e) { api.log(e.message); }
+            }
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    let logs: Vec<_> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(
+        logs[0].contains("the value.x[1] is a function"),
+        "{}",
+        logs[0]
+    );
+    assert!(logs[1].contains("is a BigInt"), "{}", logs[1]);
+    assert!(logs[2].contains("cycle"), "{}", logs[2]);
+    assert!(
+        logs[3].contains("the delta must be a finite number"),
+        "{}",
+        logs[3]
+    );
+    assert!(
+        f.host.ops.lock().unwrap().is_empty(),
+        "nothing reached the store"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_cpu_limit() {
+    let src =
+        "class Workflow { async start() { while (true) { try { for(;;){} } catch (e) {} } } }";
+    let limits = Limits {
+        step_cpu: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let f = fixture_with(src, limits);
+    let r = f.run("start", "{}").await;
+    let e = failed(&r);
+    assert_eq!(e.kind, ErrorKind::CpuLimit, "{e:?}");
+    assert!(e.message.contains("--step-cpu-limit"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn the_cpu_limit_is_what_stops_the_loop_control_run() {
+    // The same loop, bounded, finishes under the same limit: the limit, not
+    // the code, stopped the endless one.
+    let src = "class Workflow { async start(d, h, api) { let i = 0; while (i < 1e5) { i++; } api.log(i); } }";
+    let limits = Limits {
+        step_cpu: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let r = fixture_with(src, limits).run("start", "{}").await;
+    assert!(scheduled(&r).is_empty());
+    assert_eq!(r.logs[0].message, "100000");
+}
+
+#[tokio::test]
+async fn the_memory_limit_fails_the_step() {
+    let src = "class Workflow { async start() { const a = []; while (true) a.push('x'.repeat(1e5) + a.length); } }";
+    let limits = Limits {
+        step_memory: 16 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let r = fixture_with(src, limits).run("start", "{}").await;
+    assert_eq!(failed(&r).kind, ErrorKind::MemoryLimit, "{:?}", failed(&r));
+}
+
+#[tokio::test]
+async fn end_stops_the_step_and_discards_what_it_scheduled() {
+    let f = fixture(
+        "class Workflow {
+            async start(data, headers, api) {
+                await api.scheduleNextStep({ delay: 10, action: 'next' });
+                if (data.global) $end('duplicate order'); else api.end('done early');
+                api.log('never reached');
+            }
+            async next() {}
+        }",
+    );
+    let r = f.run("start", r#"{"global":true}"#).await;
+    assert_eq!(
+        r.result,
+        StepResult::Ended {
+            reason: "duplicate order".into()
+        }
+    );
+    assert!(r.logs.is_empty());
+    let r = f.run("start", "{}").await;
+    assert_eq!(
+        r.result,
+        StepResult::Ended {
+            reason: "done early".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn hooks_get_a_restricted_api() {
+    let f = fixture(
+        "class Workflow {
+            async start() {}
+            async next() {}
+            async onWorkflowComplete(api) {
+                const total = await api.runStore.get('total');
+                console.info('complete', total);
+                await api.scheduleNextStep({ delay: 10, action: 'next' });
+            }
+            async onWorkflowError(err, api) {
+                console.error('failed:', err.name, err.message);
+            }
+        }",
+    );
+    f.host
+        .state
+        .lock()
+        .unwrap()
+        .insert("total".into(), serde_json::json!(5));
+    let r = f
+        .run_kind(StepKind::CompleteHook, "onWorkflowComplete", "null", None)
+        .await;
+    assert_eq!(r.logs[0].message, "complete 5");
+    assert_eq!(r.logs[0].level, LogLevel::Info);
+    assert!(
+        failed(&r)
+            .message
+            .contains("cannot be called from onWorkflowComplete"),
+        "{:?}",
+        r.result
+    );
+    let err = StepError::new(ErrorKind::Thrown, "TypeError", "x is undefined");
+    let r = f
+        .run_kind(StepKind::ErrorHook, "onWorkflowError", "null", Some(err))
+        .await;
+    assert!(scheduled(&r).is_empty());
+    assert_eq!(r.logs[0].message, "failed: TypeError x is undefined");
+    assert_eq!(r.logs[0].level, LogLevel::Error);
+}
+
+#[tokio::test]
+async fn steps_share_no_memory() {
+    let f = fixture(
+        "let calls = 0;
+         class Workflow {
+            async start(data, headers, api) { calls++; globalThis.leak = (globalThis.leak || 0) + 1; api.log(calls, globalThis.leak); }
+         }",
+    );
+    for _ in 0..3 {
+        let r = f.run("start", "{}").await;
+        assert_eq!(r.logs[0].message, "1 1");
+    }
+}
+
+#[tokio::test]
+async fn a_promise_that_never_settles_is_reported() {
+    let f = fixture("class Workflow { async start() { await new Promise(() => {}); } }");
+    let r = f.run("start", "{}").await;
+    assert!(
+        failed(&r).message.contains("never settled"),
+        "{:?}",
+        r.result
+    );
+}
+
+#[tokio::test]
+async fn console_formats_objects_and_errors() {
+    let f = fixture(
+        "class Workflow { async start() { console.log('order', { id: 1 }, [1, 2], null, undefined, 3); console.warn(new Error('careful')); } }",
+    );
+    let r = f.run("start", "{}").await;
+    assert_eq!(
+        r.logs[0].message,
+        r#"order {"id":1} [1,2] null undefined 3"#
+    );
+    assert!(
+        r.logs[1].message.starts_with("Error: careful"),
+        "{}",
+        r.logs[1].message
+    );
+    assert_eq!(r.logs[1].level, LogLevel::Warn);
+}
