@@ -1,1 +1,169 @@
-//! placeholder
+//! The scheduler. It claims due steps from the [`Store`] under a lease,
+//! runs them through a [`StepExecutor`], and commits each outcome; what an
+//! outcome means for the run is decided by `flowstate_core::lifecycle`
+//! inside the store's commit. Time comes only from the [`Clock`]: on a
+//! virtual clock with fast-forward, the engine jumps to the next due step
+//! whenever nothing is running, so delays of days cost nothing.
+
+mod config;
+mod host;
+mod scheduler;
+mod step;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use flowstate_core::executor::{LoadError, StepExecutor, WorkflowCode};
+use flowstate_core::{Clock, RunId, VersionId};
+use flowstate_store::{
+    FinishedRun, NewRun, NewVersion, RunContext, Store, StoreError, VersionRecord,
+};
+use thiserror::Error;
+use tokio::sync::{Mutex, Notify, watch};
+
+pub use config::EngineConfig;
+pub use scheduler::Until;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Stuck(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Counters for progress lines and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub steps_committed: AtomicU64,
+    pub steps_retried: AtomicU64,
+    pub steps_failed: AtomicU64,
+}
+
+pub struct Engine<S, E> {
+    inner: Arc<Inner<S, E>>,
+}
+
+impl<S, E> Clone for Engine<S, E> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(crate) struct Inner<S, E> {
+    pub store: Arc<S>,
+    pub executor: Arc<E>,
+    pub clock: Arc<dyn Clock>,
+    pub config: EngineConfig,
+    /// Something changed: a step finished, a run was created.
+    pub wake: Notify,
+    pub inflight: AtomicUsize,
+    pub stats: Stats,
+    pub code: Mutex<HashMap<VersionId, Arc<WorkflowCode>>>,
+    pub runs: Mutex<HashMap<RunId, Arc<RunContext>>>,
+    /// Runs that finished while this engine ran, durable when listed.
+    pub finished: watch::Sender<HashMap<RunId, FinishedRun>>,
+}
+
+impl<S: Store, E: StepExecutor> Engine<S, E> {
+    pub fn new(
+        store: Arc<S>,
+        executor: Arc<E>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                executor,
+                clock,
+                config,
+                wake: Notify::new(),
+                inflight: AtomicUsize::new(0),
+                stats: Stats::default(),
+                code: Mutex::default(),
+                runs: Mutex::default(),
+                finished: watch::Sender::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inner.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Compiles and records a version of a workflow; refuses one that does
+    /// not load, with the JS error and its line.
+    pub async fn deploy(&self, name: &str, source: &str) -> Result<VersionRecord> {
+        let info = self.inner.executor.inspect(name, source)?;
+        let v = self
+            .inner
+            .store
+            .deploy(NewVersion {
+                name: name.to_string(),
+                source: source.to_string(),
+                info,
+                now: self.inner.clock.now(),
+            })
+            .await?;
+        Ok(v)
+    }
+
+    /// Starts a run of `version` with the trigger's data and headers (JSON
+    /// text). Durable when it returns.
+    pub async fn start_run(
+        &self,
+        version: &VersionRecord,
+        data: String,
+        headers: String,
+    ) -> Result<RunId> {
+        let run = self
+            .inner
+            .store
+            .create_run(NewRun {
+                workflow: version.name.clone(),
+                version: version.id,
+                data,
+                headers,
+                has_complete_hook: version.info.has_complete_hook,
+                has_error_hook: version.info.has_error_hook,
+                now: self.inner.clock.now(),
+            })
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Runs the scheduler until `until` holds.
+    pub async fn drive(&self, until: Until) -> Result<()> {
+        scheduler::drive(&self.inner, until).await
+    }
+
+    /// How a run finished, if it finished while this engine ran.
+    pub fn finished(&self, run: RunId) -> Option<FinishedRun> {
+        self.inner.finished.borrow().get(&run).cloned()
+    }
+}

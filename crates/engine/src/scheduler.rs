@@ -1,0 +1,126 @@
+//! The claim-and-dispatch loop. It claims as many due steps as it has free
+//! slots, hands each to a task, and otherwise sleeps until a step finishes,
+//! a run arrives, or the next step falls due. A step scheduled with no delay
+//! wakes the loop through its commit, so it runs at once, not on a poll.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use flowstate_core::executor::StepExecutor;
+use flowstate_core::{RunId, Timestamp};
+use flowstate_store::{ClaimRequest, Store};
+use tokio::sync::watch;
+
+use crate::step::process;
+use crate::{EngineError, Inner, Result};
+use std::sync::Arc;
+
+/// When `Engine::drive` returns.
+#[derive(Debug)]
+pub enum Until {
+    /// Once every one of these runs has finished (and nothing is in flight).
+    Finished(Vec<RunId>),
+    /// When the value turns true; steps in flight are let finish first.
+    Shutdown(watch::Receiver<bool>),
+}
+
+pub async fn drive<S: Store, E: StepExecutor>(
+    inner: &Arc<Inner<S, E>>,
+    until: Until,
+) -> Result<()> {
+    let mut finished_rx = inner.finished.subscribe();
+    let mut waiting: HashSet<RunId> = match &until {
+        Until::Finished(runs) => runs.iter().copied().collect(),
+        Until::Shutdown(_) => HashSet::new(),
+    };
+    let lease = inner.config.limits.step_wall + inner.config.lease_margin;
+    loop {
+        waiting.retain(|r| !inner.finished.borrow().contains_key(r));
+        let done = match &until {
+            Until::Finished(_) => waiting.is_empty(),
+            Until::Shutdown(rx) => *rx.borrow(),
+        };
+        let inflight = inner.inflight.load(Ordering::SeqCst);
+        if done {
+            if inflight == 0 {
+                return Ok(());
+            }
+            inner.wake.notified().await;
+            continue;
+        }
+
+        let free = inner.config.max_inflight.saturating_sub(inflight);
+        if free > 0 {
+            let now = inner.clock.now();
+            let claimed = inner
+                .store
+                .claim_due_steps(ClaimRequest {
+                    now,
+                    limit: free,
+                    lease_until: now.plus(lease),
+                })
+                .await?;
+            if !claimed.is_empty() {
+                for step in claimed {
+                    inner.inflight.fetch_add(1, Ordering::SeqCst);
+                    let inner = inner.clone();
+                    tokio::spawn(async move { process(inner, step).await });
+                }
+                continue;
+            }
+        }
+
+        // Nothing to claim now: wait for a wake-up or the next due time.
+        let next = inner.store.next_due_at().await?;
+        let now = inner.clock.now();
+        if next.is_some_and(|t| t <= now) && free > 0 {
+            continue;
+        }
+        if inflight == 0
+            && inner.config.fast_forward
+            && let Some(clock) = inner.clock.as_virtual()
+        {
+            match next {
+                Some(t) => {
+                    clock.advance_to(t);
+                    continue;
+                }
+                None if matches!(until, Until::Finished(_)) => {
+                    return Err(EngineError::Stuck(format!(
+                        "no step is due or running, yet {} run(s) have not finished",
+                        waiting.len()
+                    )));
+                }
+                None => {}
+            }
+        }
+        let poll = now.plus(inner.config.poll_interval);
+        let wake_at = match next {
+            Some(t) if free > 0 => t.min(poll),
+            _ => poll,
+        };
+        let mut shutdown = match &until {
+            Until::Shutdown(rx) => Some(rx.clone()),
+            Until::Finished(_) => None,
+        };
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = sleep_until(inner, wake_at) => {}
+            _ = finished_rx.changed() => {}
+            _ = async { match shutdown.as_mut() { Some(rx) => { let _ = rx.changed().await; } None => std::future::pending().await } } => {}
+        }
+    }
+}
+
+async fn sleep_until<S, E>(inner: &Inner<S, E>, at: Timestamp) {
+    // A virtual clock that is not fast-forwarded only moves when told to;
+    // still look at the store now and then.
+    if inner.clock.as_virtual().is_some() {
+        tokio::select! {
+            _ = inner.clock.sleep_until(at) => {}
+            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+        }
+    } else {
+        inner.clock.sleep_until(at).await;
+    }
+}

@@ -1,0 +1,250 @@
+//! One claimed step, from its lease to its commit: build the job, run it in
+//! the executor, and record the outcome (success with children, a retry
+//! with backoff, a failure for good, or the end of the run).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use flowstate_core::RunId;
+use flowstate_core::executor::{
+    ErrorKind, RunMeta, StepError, StepExecutor, StepJob, StepLimits, StepResult, WorkflowCode,
+};
+use flowstate_store::{
+    ClaimedStep, CommitKind, CommitOutcome, NewChild, RunContext, StepCommit, StepRetry, Store,
+};
+
+use crate::host::EngineHost;
+use crate::{Inner, Result};
+
+pub async fn process<S: Store, E: StepExecutor>(inner: Arc<Inner<S, E>>, step: ClaimedStep) {
+    let id = step.id;
+    if let Err(e) = run_and_commit(&inner, step).await {
+        // The lease runs out and the step is retried; nothing was committed.
+        tracing::error!(step = %id, error = %e, "step could not be recorded; it will be retried when its lease expires");
+    }
+    inner.inflight.fetch_sub(1, Ordering::SeqCst);
+    inner.wake.notify_one();
+}
+
+async fn run_and_commit<S: Store, E: StepExecutor>(
+    inner: &Arc<Inner<S, E>>,
+    step: ClaimedStep,
+) -> Result<()> {
+    let limits = inner.config.limits.clone();
+    let run = run_context(inner, step.run, step.kind.is_hook()).await?;
+    let max_attempts = limits.max_retries + 1;
+    if step.attempt > max_attempts {
+        // Earlier attempts lost their worker (crash, node death) without
+        // reporting; the last of them used up the retries.
+        let error = StepError::new(
+            ErrorKind::WorkerLost,
+            "WorkerLost",
+            format!(
+                "the step's worker was lost (process crash or node death) and it has used all {max_attempts} attempts"
+            ),
+        );
+        return commit(
+            inner,
+            &step,
+            CommitKind::FailedForGood { error },
+            "[]".into(),
+            0,
+        )
+        .await;
+    }
+    let code = workflow_code(inner, &run).await?;
+    let host = Arc::new(EngineHost {
+        store: inner.store.clone(),
+        clock: inner.clock.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        limits: limits.clone(),
+        run: run.id,
+        step: step.id,
+        attempt: step.attempt,
+        workflow: run.workflow.clone(),
+        seq: AtomicU32::new(0),
+    });
+    let job = StepJob {
+        code,
+        run: RunMeta {
+            id: run.id,
+            workflow: run.workflow.clone(),
+            action: step.action.clone(),
+            step_id: step.id,
+            attempt: step.attempt,
+            depth: step.depth,
+            status: "running".into(),
+        },
+        kind: step.kind,
+        data: step.payload.clone(),
+        headers: Arc::from(run.headers.as_str()),
+        error: run.error.clone(),
+        limits: StepLimits {
+            cpu: limits.step_cpu,
+            wall: limits.step_wall,
+            memory: limits.step_memory,
+            limits: limits.clone(),
+            steps_left: limits.max_steps_per_run.saturating_sub(run.steps_total),
+        },
+        host,
+    };
+    let started = Instant::now();
+    let report = inner.executor.execute(job).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let logs = serde_json::to_string(&report.logs).expect("log lines serialise");
+    let now = inner.clock.now();
+    match report.result {
+        StepResult::Completed { scheduled } => {
+            let children = scheduled
+                .into_iter()
+                .map(|s| NewChild {
+                    action: s.action,
+                    due_at: now.plus(s.delay),
+                    payload: s.payload,
+                })
+                .collect();
+            commit(
+                inner,
+                &step,
+                CommitKind::Succeeded { children },
+                logs,
+                duration_ms,
+            )
+            .await
+        }
+        StepResult::Ended { reason } => {
+            commit(
+                inner,
+                &step,
+                CommitKind::Ended { reason },
+                logs,
+                duration_ms,
+            )
+            .await
+        }
+        StepResult::Failed(error) => {
+            // Hooks are not retried for throwing: a hook that throws is logged.
+            let backoff = if step.kind.is_hook() {
+                None
+            } else {
+                limits.retry_backoff(step.attempt)
+            };
+            match backoff {
+                Some(backoff) => {
+                    let retry = StepRetry {
+                        step: step.id,
+                        attempt: step.attempt,
+                        error,
+                        logs,
+                        now,
+                        due_at: now.plus(backoff),
+                        duration_ms,
+                    };
+                    if inner.store.retry_step(retry).await? {
+                        inner.stats.steps_retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                None => {
+                    commit(
+                        inner,
+                        &step,
+                        CommitKind::FailedForGood { error },
+                        logs,
+                        duration_ms,
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+async fn commit<S: Store, E: StepExecutor>(
+    inner: &Arc<Inner<S, E>>,
+    step: &ClaimedStep,
+    kind: CommitKind,
+    logs: String,
+    duration_ms: u64,
+) -> Result<()> {
+    let limits = &inner.config.limits;
+    let failed = matches!(kind, CommitKind::FailedForGood { .. });
+    let mut c = StepCommit {
+        step: step.id,
+        run: step.run,
+        attempt: step.attempt,
+        kind,
+        logs,
+        now: inner.clock.now(),
+        duration_ms,
+        max_steps_per_run: limits.max_steps_per_run,
+        blob_threshold: limits.blob_threshold,
+        capture_state: inner.config.capture_final_state,
+    };
+    let mut outcome = inner.store.commit_step(c.clone()).await?;
+    if let CommitOutcome::StepsLimit { would_be, limit } = outcome {
+        let error = StepError::new(
+            ErrorKind::Breaker,
+            "StepsLimitExceeded",
+            format!(
+                "committing this step would bring the run to {would_be} steps, over its limit of {limit}; a workflow that keeps creating steps is stopped here"
+            ),
+        );
+        c.kind = CommitKind::FailedForGood { error };
+        outcome = inner.store.commit_step(c).await?;
+    }
+    match outcome {
+        CommitOutcome::Committed { finished, .. } => {
+            let counter = if failed {
+                &inner.stats.steps_failed
+            } else {
+                &inner.stats.steps_committed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(done) = finished {
+                // Tell the outside only once the end of the run is durable.
+                inner.store.flush().await?;
+                inner.runs.lock().await.remove(&done.run);
+                inner.finished.send_modify(|f| {
+                    f.insert(done.run, done);
+                });
+            }
+        }
+        CommitOutcome::Superseded => {
+            tracing::debug!(step = %step.id, "step lost its lease before committing; outcome discarded");
+        }
+        CommitOutcome::StepsLimit { .. } => unreachable!("a failure schedules no children"),
+    }
+    Ok(())
+}
+
+async fn run_context<S: Store, E>(
+    inner: &Inner<S, E>,
+    run: RunId,
+    fresh: bool,
+) -> Result<Arc<RunContext>> {
+    if !fresh && let Some(ctx) = inner.runs.lock().await.get(&run) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Arc::new(inner.store.run_context(run).await?);
+    inner.runs.lock().await.insert(run, ctx.clone());
+    Ok(ctx)
+}
+
+async fn workflow_code<S: Store, E>(
+    inner: &Inner<S, E>,
+    run: &RunContext,
+) -> Result<Arc<WorkflowCode>> {
+    if let Some(code) = inner.code.lock().await.get(&run.version) {
+        return Ok(code.clone());
+    }
+    let v = inner.store.version(run.version).await?;
+    let code = Arc::new(WorkflowCode {
+        version: v.id,
+        name: v.name,
+        source: v.source,
+    });
+    inner.code.lock().await.insert(run.version, code.clone());
+    Ok(code)
+}
