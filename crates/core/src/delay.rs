@@ -73,7 +73,7 @@ pub fn parse_delay(value: &Value, bounds: DelayBounds) -> Result<Duration, Delay
 }
 
 fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e12).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, PartialEq)]

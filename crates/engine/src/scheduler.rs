@@ -11,7 +11,7 @@ use flowstate_core::{RunId, Timestamp};
 use flowstate_store::{ClaimRequest, Store};
 use tokio::sync::watch;
 
-use crate::step::process;
+use crate::step::spawn_process;
 use crate::{EngineError, Inner, Result};
 use std::sync::Arc;
 
@@ -50,7 +50,7 @@ pub async fn drive<S: Store, E: StepExecutor>(
         }
 
         let free = inner.config.max_inflight.saturating_sub(inflight);
-        if free > 0 {
+        if can_claim(inner.config.max_inflight, inflight) {
             let now = inner.clock.now();
             let claimed = inner
                 .store
@@ -60,20 +60,27 @@ pub async fn drive<S: Store, E: StepExecutor>(
                     lease_until: now.plus(lease),
                 })
                 .await?;
+            let full = claimed.len() == free;
             if !claimed.is_empty() {
                 for step in claimed {
                     inner.inflight.fetch_add(1, Ordering::SeqCst);
-                    let inner = inner.clone();
-                    tokio::spawn(async move { process(inner, step).await });
+                    spawn_process(inner.clone(), step);
                 }
+            }
+            if full {
+                // There may be more due: claim again once slots free up.
+                inner.wake.notified().await;
                 continue;
             }
         }
 
-        // Nothing to claim now: wait for a wake-up or the next due time.
+        // Nothing more to claim now: wait for a wake-up or the next due
+        // time. What is in flight may have changed since the top of the loop.
+        let inflight = inner.inflight.load(Ordering::SeqCst);
+        let claimable = can_claim(inner.config.max_inflight, inflight);
         let next = inner.store.next_due_at().await?;
         let now = inner.clock.now();
-        if next.is_some_and(|t| t <= now) && free > 0 {
+        if next.is_some_and(|t| t <= now) && claimable {
             continue;
         }
         if inflight == 0
@@ -96,7 +103,7 @@ pub async fn drive<S: Store, E: StepExecutor>(
         }
         let poll = now.plus(inner.config.poll_interval);
         let wake_at = match next {
-            Some(t) if free > 0 => t.min(poll),
+            Some(t) if claimable => t.min(poll),
             _ => poll,
         };
         let mut shutdown = match &until {
@@ -110,6 +117,13 @@ pub async fn drive<S: Store, E: StepExecutor>(
             _ = async { match shutdown.as_mut() { Some(rx) => { let _ = rx.changed().await; } None => std::future::pending().await } } => {}
         }
     }
+}
+
+/// Claims go in batches: when nothing runs, or when half the slots are free.
+/// A finishing step wakes the loop, so a due step waits at most for that.
+fn can_claim(max_inflight: usize, inflight: usize) -> bool {
+    let free = max_inflight.saturating_sub(inflight);
+    free > 0 && (inflight == 0 || free * 2 >= max_inflight)
 }
 
 async fn sleep_until<S, E>(inner: &Inner<S, E>, at: Timestamp) {

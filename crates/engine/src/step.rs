@@ -2,6 +2,8 @@
 //! the executor, and record the outcome (success with children, a retry
 //! with backoff, a failure for good, or the end of the run).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -17,20 +19,46 @@ use flowstate_store::{
 use crate::host::EngineHost;
 use crate::{Inner, Result};
 
+/// Starts a task for a claimed step whose slot is already counted.
+pub fn spawn_process<S: Store, E: StepExecutor>(inner: Arc<Inner<S, E>>, step: ClaimedStep) {
+    // Boxed with an explicit `Send`: `process` spawns itself, and the
+    // compiler cannot infer that through the cycle.
+    let task: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(process(inner, step));
+    tokio::spawn(task);
+}
+
+/// Runs a claimed step and, while its commit hands back steps it made due,
+/// goes on with the first of them in the same slot (a chain of zero-delay
+/// steps never waits for the scheduler); the others get tasks of their own.
 pub async fn process<S: Store, E: StepExecutor>(inner: Arc<Inner<S, E>>, step: ClaimedStep) {
-    let id = step.id;
-    if let Err(e) = run_and_commit(&inner, step).await {
-        // The lease runs out and the step is retried; nothing was committed.
-        tracing::error!(step = %id, error = %e, "step could not be recorded; it will be retried when its lease expires");
+    let mut next = Some(step);
+    while let Some(step) = next.take() {
+        let id = step.id;
+        match run_and_commit(&inner, step).await {
+            Ok(claimed) => {
+                let mut claimed = claimed.into_iter();
+                next = claimed.next();
+                for other in claimed {
+                    inner.inflight.fetch_add(1, Ordering::SeqCst);
+                    spawn_process(inner.clone(), other);
+                }
+            }
+            Err(e) => {
+                // The lease runs out and the step is retried; nothing was committed.
+                tracing::error!(step = %id, error = %e, "step could not be recorded; it will be retried when its lease expires");
+            }
+        }
     }
     inner.inflight.fetch_sub(1, Ordering::SeqCst);
     inner.wake.notify_one();
 }
 
+/// Runs one step attempt and records it; returns the due steps its commit
+/// claimed for this node.
 async fn run_and_commit<S: Store, E: StepExecutor>(
     inner: &Arc<Inner<S, E>>,
     step: ClaimedStep,
-) -> Result<()> {
+) -> Result<Vec<ClaimedStep>> {
     let limits = inner.config.limits.clone();
     let run = run_context(inner, step.run, step.kind.is_hook()).await?;
     let max_attempts = limits.max_retries + 1;
@@ -144,7 +172,7 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
                     if inner.store.retry_step(retry).await? {
                         inner.stats.steps_retried.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(())
+                    Ok(Vec::new())
                 }
                 None => {
                     commit(
@@ -167,20 +195,28 @@ async fn commit<S: Store, E: StepExecutor>(
     kind: CommitKind,
     logs: String,
     duration_ms: u64,
-) -> Result<()> {
+) -> Result<Vec<ClaimedStep>> {
     let limits = &inner.config.limits;
     let failed = matches!(kind, CommitKind::FailedForGood { .. });
+    let now = inner.clock.now();
+    // This task's slot carries on with one claimed step; free slots take the rest.
+    let free = inner
+        .config
+        .max_inflight
+        .saturating_sub(inner.inflight.load(Ordering::SeqCst));
     let mut c = StepCommit {
         step: step.id,
         run: step.run,
         attempt: step.attempt,
         kind,
         logs,
-        now: inner.clock.now(),
+        now,
         duration_ms,
         max_steps_per_run: limits.max_steps_per_run,
         blob_threshold: limits.blob_threshold,
         capture_state: inner.config.capture_final_state,
+        claim: 1 + free,
+        lease_until: now.plus(limits.step_wall + inner.config.lease_margin),
     };
     let mut outcome = inner.store.commit_step(c.clone()).await?;
     if let CommitOutcome::StepsLimit { would_be, limit } = outcome {
@@ -195,7 +231,7 @@ async fn commit<S: Store, E: StepExecutor>(
         outcome = inner.store.commit_step(c).await?;
     }
     match outcome {
-        CommitOutcome::Committed { finished, .. } => {
+        CommitOutcome::Committed { finished, claimed } => {
             let counter = if failed {
                 &inner.stats.steps_failed
             } else {
@@ -210,13 +246,14 @@ async fn commit<S: Store, E: StepExecutor>(
                     f.insert(done.run, done);
                 });
             }
+            Ok(claimed)
         }
         CommitOutcome::Superseded => {
             tracing::debug!(step = %step.id, "step lost its lease before committing; outcome discarded");
+            Ok(Vec::new())
         }
         CommitOutcome::StepsLimit { .. } => unreachable!("a failure schedules no children"),
     }
-    Ok(())
 }
 
 async fn run_context<S: Store, E>(

@@ -37,7 +37,7 @@ pub fn compile(name: &str, source: &str) -> Result<Compiled, LoadError> {
                 let _ = ctx.catch();
                 // Either a syntax error (reported against the author's exact
                 // text) or no `Workflow` for the appended export to name.
-                if let Err(e) = Module::declare(ctx.clone(), format!("{module_name}"), source) {
+                if let Err(e) = Module::declare(ctx.clone(), module_name.clone(), source) {
                     return Err(load_error(&ctx, e, &module_name));
                 }
                 return Err(LoadError {

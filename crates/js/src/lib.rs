@@ -111,28 +111,29 @@ impl StepExecutor for Sandbox {
 
 fn worker_loop(rx: Receiver<Work>, cache: Cache) {
     while let Ok(Work { job, reply }) = rx.recv() {
-        let report = match compiled_for(&cache, &job) {
+        let failed = |name: &str, message: String| {
+            let error = StepError::new(ErrorKind::Internal, name, message);
+            let report = StepReport {
+                result: StepResult::Failed(error),
+                logs: vec![],
+            };
+            (report, step::Teardown(None))
+        };
+        let (report, teardown) = match compiled_for(&cache, &job) {
             Ok(compiled) => {
                 std::panic::catch_unwind(AssertUnwindSafe(|| step::run_step(job, &compiled)))
-                    .unwrap_or_else(|_| StepReport {
-                        result: StepResult::Failed(StepError::new(
-                            ErrorKind::Internal,
+                    .unwrap_or_else(|_| {
+                        failed(
                             "InternalError",
-                            "the sandbox panicked while running the step",
-                        )),
-                        logs: vec![],
+                            "the sandbox panicked while running the step".into(),
+                        )
                     })
             }
-            Err(e) => StepReport {
-                result: StepResult::Failed(StepError::new(
-                    ErrorKind::Internal,
-                    "LoadError",
-                    e.message,
-                )),
-                logs: vec![],
-            },
+            Err(e) => failed("LoadError", e.message),
         };
+        // Answer first; the runtime's teardown is off the engine's path.
         let _ = reply.send(report);
+        drop(teardown);
     }
 }
 

@@ -15,6 +15,7 @@ use flowstate_core::executor::{
     ErrorKind, LogLevel, LogLine, ScheduledStep, StepError, StepJob, StepReport, StepResult,
 };
 use flowstate_core::state::StateOp;
+use rquickjs::context::intrinsic;
 use rquickjs::promise::PromiseState;
 use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value, WriteOptions};
 
@@ -37,6 +38,23 @@ const MAX_LOG_LINES: usize = 1_000;
 /// Longest log line kept.
 const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
 
+/// Every standard intrinsic but the typed arrays, which cost a third of a
+/// context's creation (~50 µs here) and which few steps touch: the prelude
+/// installs them on first use of any of their globals (`typedArrays` below).
+type StepIntrinsics = (
+    intrinsic::Date,
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::Proxy,
+    intrinsic::MapSet,
+    intrinsic::Promise,
+    intrinsic::Performance,
+    intrinsic::WeakRef,
+    intrinsic::DOMException,
+);
+
 fn prelude_bytecode() -> &'static [u8] {
     static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
     BYTECODE.get_or_init(|| {
@@ -58,10 +76,16 @@ struct StepState {
     ended: Option<String>,
 }
 
-pub fn run_step(job: StepJob, compiled: &Compiled) -> StepReport {
+/// The step's runtime, kept alive past the report so its teardown (a final
+/// garbage collection of everything the step made) happens after the
+/// engine has its answer.
+pub struct Teardown(#[allow(dead_code)] pub Option<(Context, Runtime)>);
+
+pub fn run_step(job: StepJob, compiled: &Compiled) -> (StepReport, Teardown) {
     let state = Rc::new(RefCell::new(StepState::default()));
     let limit_hit = Arc::new(AtomicU8::new(LIMIT_NONE));
-    let outcome = execute(&job, compiled, &state, &limit_hit);
+    let mut teardown = Teardown(None);
+    let outcome = execute(&job, compiled, &state, &limit_hit, &mut teardown);
     let mut st = state.take();
     if st.dropped_logs > 0 {
         st.logs.push(LogLine {
@@ -98,10 +122,13 @@ pub fn run_step(job: StepJob, compiled: &Compiled) -> StepReport {
         },
         (_, Err(e)) => StepResult::Failed(e),
     };
-    StepReport {
-        result,
-        logs: st.logs,
-    }
+    (
+        StepReport {
+            result,
+            logs: st.logs,
+        },
+        teardown,
+    )
 }
 
 fn execute(
@@ -109,6 +136,7 @@ fn execute(
     compiled: &Compiled,
     state: &Rc<RefCell<StepState>>,
     limit_hit: &Arc<AtomicU8>,
+    teardown: &mut Teardown,
 ) -> Result<(), StepError> {
     let rt = Runtime::new().map_err(internal)?;
     rt.set_memory_limit(job.limits.memory);
@@ -127,8 +155,12 @@ fn execute(
             false
         }
     })));
-    let ctx = Context::full(&rt).map_err(internal)?;
-    ctx.with(|ctx| {
+    // Short steps should not collect garbage midway; the runtime's teardown
+    // frees everything at once. A quarter of the limit leaves room to collect
+    // before a memory-heavy step reaches the limit itself.
+    rt.set_gc_threshold(job.limits.memory / 4);
+    let ctx = Context::custom::<StepIntrinsics>(&rt).map_err(internal)?;
+    let result = ctx.with(|ctx| {
         install_host(&ctx, job, compiled, state).map_err(|e| js_error(&ctx, e))?;
         // SAFETY: both bytecodes were produced in this process by this same
         // QuickJS build (prelude_bytecode, compile::compile); none comes from outside.
@@ -175,7 +207,9 @@ fn execute(
             Some(Err(e)) => Err(js_error(&ctx, e)),
             Some(Ok(text)) => outcome_from(&text),
         }
-    })
+    });
+    teardown.0 = Some((ctx, rt));
+    result
 }
 
 /// Runs the job queue until `promise` settles or nothing is left to run.
@@ -312,6 +346,22 @@ fn install_host<'js>(
         "end",
         Function::new(ctx.clone(), move |reason: String| {
             st.borrow_mut().ended.get_or_insert(reason);
+        })?,
+    )?;
+
+    obj.set(
+        "typedArrays",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            // SAFETY: adds the standard typed-array globals to this live
+            // context, once (the prelude guards against a second call).
+            let rc = unsafe { rquickjs::qjs::JS_AddIntrinsicTypedArrays(ctx.as_raw().as_ptr()) };
+            if rc < 0 {
+                return Err(rquickjs::Exception::throw_internal(
+                    &ctx,
+                    "could not install typed arrays",
+                ));
+            }
+            Ok(())
         })?,
     )?;
 

@@ -465,3 +465,19 @@ async fn console_formats_objects_and_errors() {
     );
     assert_eq!(r.logs[1].level, LogLevel::Warn);
 }
+
+#[tokio::test]
+async fn typed_arrays_appear_on_first_use() {
+    let f = fixture(
+        "class Workflow {
+            async start(d, h, api) {
+                const bytes = new Uint8Array([1, 2, 3]);
+                const view = new DataView(bytes.buffer);
+                api.log(bytes.length, view.getUint8(2), typeof Float64Array, bytes instanceof Uint8Array);
+            }
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    assert!(scheduled(&r).is_empty());
+    assert_eq!(r.logs[0].message, "3 3 function true");
+}

@@ -73,6 +73,8 @@ fn commit(step: &ClaimedStep, kind: CommitKind, now: Timestamp) -> StepCommit {
         max_steps_per_run: 100_000,
         blob_threshold: 1_500_000,
         capture_state: true,
+        claim: 0,
+        lease_until: Timestamp(now.0 + LEASE),
     }
 }
 
@@ -154,19 +156,22 @@ pub async fn claims_respect_due_times_and_the_limit<S: Store>(s: S) {
     let children = (0..5)
         .map(|i| child("work", if i < 3 { T0 } else { later }, "{}"))
         .collect();
-    let out = s
-        .commit_step(commit(&start, succeed(children), T0))
-        .await
-        .unwrap();
+    let mut c = commit(&start, succeed(children), T0);
+    c.claim = 1;
+    let out = s.commit_step(c).await.unwrap();
+    let CommitOutcome::Committed {
+        finished: None,
+        claimed,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(claimed.len(), 1, "a commit claims the steps it made due");
     assert_eq!(
-        out,
-        CommitOutcome::Committed {
-            finished: None,
-            due_now: true
-        }
+        (claimed[0].action.as_str(), claimed[0].attempt),
+        ("work", 1)
     );
-    assert_eq!(claim(&s, T0, 2).await.len(), 2);
-    assert_eq!(claim(&s, T0, 10).await.len(), 1, "only three were due");
+    assert_eq!(claim(&s, T0, 10).await.len(), 2, "only three were due");
     assert_eq!(s.next_due_at().await.unwrap(), Some(later));
     let rest = claim(&s, later, 10).await;
     assert_eq!(rest.len(), 2);
@@ -234,7 +239,7 @@ pub async fn the_complete_hook_runs_once_after_every_branch<S: Store>(s: S) {
         out,
         CommitOutcome::Committed {
             finished: None,
-            due_now: true
+            claimed: vec![]
         }
     );
     let hook = claim(&s, T0, 10).await.remove(0);

@@ -85,7 +85,7 @@ pub struct ClaimRequest {
 }
 
 /// A step handed to this node to run, with its lease.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedStep {
     pub id: StepId,
     pub run: RunId,
@@ -152,6 +152,11 @@ pub struct StepCommit {
     pub blob_threshold: usize,
     /// Return the run state in [`FinishedRun`] if this commit ends the run.
     pub capture_state: bool,
+    /// Claim up to this many due steps in the same transaction (the ones
+    /// just made due first), so they start without a trip to the scheduler.
+    pub claim: usize,
+    /// The lease of steps claimed that way.
+    pub lease_until: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -167,8 +172,8 @@ pub enum CommitOutcome {
     Committed {
         /// Set when this commit ended the run.
         finished: Option<FinishedRun>,
-        /// New steps were made due at once: claim without waiting.
-        due_now: bool,
+        /// Due steps claimed for the caller (see [`StepCommit::claim`]).
+        claimed: Vec<ClaimedStep>,
     },
     /// The step no longer holds its lease (taken over, cancelled, or the run
     /// ended); nothing was changed.

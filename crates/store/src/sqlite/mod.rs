@@ -34,9 +34,12 @@ use writer::Writer;
 
 /// Most operations one transaction commits; bounds the latency of the
 /// replies that wait for it.
-const MAX_BATCH: usize = 2_000;
-/// Longest a batch stays open while operations keep arriving.
-const MAX_BATCH_TIME: Duration = Duration::from_millis(20);
+const MAX_BATCH: usize = 4_000;
+/// Longest a transaction stays open. Work in it is not lost to a crash in
+/// the sense that matters: no step in it was acknowledged, so its steps
+/// are retried and their journaled ops replayed. This bounds how much is
+/// redone, and how long an idle writer holds uncommitted work.
+const MAX_BATCH_TIME: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Debug, Default)]
 pub struct SqliteOptions {
@@ -60,11 +63,13 @@ impl SqliteOptions {
 }
 
 type Reply = Box<dyn FnOnce() + Send>;
+/// Runs on the writer; says whether it succeeded, and how to answer.
+type JobFn = Box<dyn FnOnce(&mut Writer) -> (bool, Reply) + Send>;
 
 struct Job {
     /// Reply only once the batch holding this job is committed.
     durable: bool,
-    run: Box<dyn FnOnce(&mut Writer) -> (bool, Reply) + Send>,
+    run: JobFn,
 }
 
 pub struct SqliteStore {
@@ -162,19 +167,27 @@ fn writer_loop(mut w: Writer, rx: Receiver<Job>) {
     let mut deferred: Vec<Reply> = Vec::new();
     while let Ok(first) = rx.recv() {
         fatal_on_error(w.conn.execute_batch("BEGIN IMMEDIATE"), "BEGIN");
-        let started = Instant::now();
+        let deadline = Instant::now() + MAX_BATCH_TIME;
         let mut next = Some(first);
         let mut n = 0;
+        // Keep the transaction open while work keeps coming: replies that
+        // need durability wait for the commit, the others do not, so there
+        // is no reason to sync until one waits, the batch is full, or old.
         while let Some(job) = next.take() {
             run_job(&mut w, job, &mut deferred);
             n += 1;
-            if n >= MAX_BATCH || started.elapsed() >= MAX_BATCH_TIME {
+            if n >= MAX_BATCH {
                 break;
             }
-            match rx.try_recv() {
-                Ok(job) => next = Some(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
-            }
+            next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) if !deferred.is_empty() => None,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    rx.recv_timeout(left).ok()
+                }
+            };
         }
         fatal_on_error(w.conn.execute_batch("COMMIT"), "COMMIT");
         w.after_commit();
@@ -185,18 +198,22 @@ fn writer_loop(mut w: Writer, rx: Receiver<Job>) {
 }
 
 fn run_job(w: &mut Writer, job: Job, deferred: &mut Vec<Reply>) {
-    fatal_on_error(w.conn.execute_batch("SAVEPOINT op"), "SAVEPOINT");
+    fatal_on_error(exec_cached(&w.conn, "SAVEPOINT op"), "SAVEPOINT");
     let (ok, reply) = (job.run)(w);
     if !ok {
-        fatal_on_error(w.conn.execute_batch("ROLLBACK TO op"), "ROLLBACK TO");
+        fatal_on_error(exec_cached(&w.conn, "ROLLBACK TO op"), "ROLLBACK TO");
         w.forget_caches();
     }
-    fatal_on_error(w.conn.execute_batch("RELEASE op"), "RELEASE");
+    fatal_on_error(exec_cached(&w.conn, "RELEASE op"), "RELEASE");
     if job.durable {
         deferred.push(reply);
     } else {
         reply();
     }
+}
+
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Replies already sent may depend on the open transaction; if it cannot be

@@ -23,10 +23,10 @@ impl Writer {
         if op.is_read() {
             return self.read_key(ctx.run.0, op.key());
         }
-        if ctx.attempt > 1 || self.journaled.contains(&ctx.step.0) {
-            if let Some(result) = self.replay(ctx, op)? {
-                return Ok(result);
-            }
+        if (ctx.attempt > 1 || self.journaled.contains(&ctx.step.0))
+            && let Some(result) = self.replay(ctx, op)?
+        {
+            return Ok(result);
         }
         let result = match op {
             StateOp::Get { .. } => unreachable!("reads return above"),

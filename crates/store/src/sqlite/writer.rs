@@ -27,6 +27,11 @@ pub struct Writer {
     pub(super) state_bytes: HashMap<i64, i64>,
     /// Steps with journal entries written by this process.
     pub(super) journaled: HashSet<i64>,
+    /// Steps this process holds a lease on, by id. Every claim, commit,
+    /// retry and cancellation passes through this thread, and opening the
+    /// store releases leases of a previous process, so the map is exact;
+    /// it spares a lookup per state op.
+    leases: HashMap<i64, LeasedStep>,
     /// Blobs no longer referenced once the open transaction commits.
     unreferenced_blobs: Vec<String>,
 }
@@ -38,6 +43,7 @@ impl Writer {
             blobs,
             state_bytes: HashMap::new(),
             journaled: HashSet::new(),
+            leases: HashMap::new(),
             unreferenced_blobs: Vec::new(),
         }
     }
@@ -48,9 +54,11 @@ impl Writer {
         }
     }
 
-    /// A job was rolled back: drop caches it may have touched.
+    /// A job was rolled back: drop caches it may have touched. Leases fall
+    /// back to the database until claimed again.
     pub fn forget_caches(&mut self) {
         self.state_bytes.clear();
+        self.leases.clear();
     }
 
     pub fn deploy(&mut self, v: NewVersion) -> Result<VersionRecord> {
@@ -202,6 +210,18 @@ impl Writer {
         rows.sort_by_key(|r| r.0);
         rows.into_iter()
             .map(|(id, run, kind, action, depth, attempt, payload, blob)| {
+                let kind: StepKind = kind.parse().map_err(StoreError::Database)?;
+                self.leases.insert(
+                    id,
+                    LeasedStep {
+                        run,
+                        kind,
+                        depth,
+                        blob: blob.clone(),
+                        started_at: Some(c.now.0),
+                        attempt,
+                    },
+                );
                 let payload = match (payload, blob) {
                     (_, Some(name)) => self.blobs.get(&name)?,
                     (Some(p), None) => p,
@@ -210,7 +230,7 @@ impl Writer {
                 Ok(ClaimedStep {
                     id: StepId(id),
                     run: RunId(run),
-                    kind: kind.parse().map_err(StoreError::Database)?,
+                    kind,
                     action,
                     depth,
                     attempt,
@@ -250,6 +270,9 @@ impl Writer {
 
     /// The step's row if `attempt` still holds its lease.
     pub(super) fn leased_step(&mut self, step: StepId, attempt: u32) -> Result<Option<LeasedStep>> {
+        if let Some(lease) = self.leases.get(&step.0) {
+            return Ok((lease.attempt == attempt).then(|| lease.clone()));
+        }
         self.conn
             .prepare_cached(sql::SELECT_LEASED_STEP)
             .map_err(db_err)?
@@ -260,6 +283,7 @@ impl Writer {
                     depth: r.get(2)?,
                     blob: r.get(3)?,
                     started_at: r.get(4)?,
+                    attempt,
                 })
             })
             .optional()
@@ -337,9 +361,7 @@ impl Writer {
                 error_json
             ])
             .map_err(db_err)?;
-        let mut due_now = false;
         for child in children {
-            due_now |= child.due_at <= c.now;
             self.insert_step(
                 step.run,
                 Some(c.step.0),
@@ -367,10 +389,11 @@ impl Writer {
                 usize::MAX,
             )?;
             added += 1;
-            due_now = true;
         }
+        self.leases.remove(&c.step.0);
         let mut unreferenced: Vec<String> = step.blob.into_iter().collect();
         if t.cancel_others {
+            self.leases.retain(|_, l| l.run != step.run);
             let mut stmt = self
                 .conn
                 .prepare_cached(sql::CANCEL_OTHER_STEPS)
@@ -426,7 +449,16 @@ impl Writer {
             None
         };
         self.unreferenced_blobs.extend(unreferenced);
-        Ok(CommitOutcome::Committed { finished, due_now })
+        let claimed = if c.claim > 0 {
+            self.claim(ClaimRequest {
+                now: c.now,
+                limit: c.claim,
+                lease_until: c.lease_until,
+            })?
+        } else {
+            Vec::new()
+        };
+        Ok(CommitOutcome::Committed { finished, claimed })
     }
 
     fn delete_run_state(&mut self, run: i64) -> Result<()> {
@@ -462,6 +494,7 @@ impl Writer {
                 r.logs
             ])
             .map_err(db_err)?;
+        self.leases.remove(&r.step.0);
         self.conn
             .prepare_cached(sql::RESCHEDULE_STEP)
             .map_err(db_err)?
@@ -536,16 +569,16 @@ impl Writer {
             .conn
             .prepare_cached(sql::SELECT_UNFINISHED_RUNS)
             .map_err(db_err)?;
-        let ids = stmt
-            .query_map([workflow], |r| r.get::<_, i64>(0))
+        stmt.query_map([workflow], |r| r.get::<_, i64>(0))
             .map_err(db_err)?
             .map(|r| r.map(RunId).map_err(db_err))
-            .collect();
-        ids
+            .collect()
     }
 }
 
+#[derive(Clone, Debug)]
 pub(super) struct LeasedStep {
+    pub attempt: u32,
     pub run: i64,
     pub kind: StepKind,
     pub depth: u32,

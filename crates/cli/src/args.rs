@@ -1,0 +1,184 @@
+//! The command line, in one place: commands as nouns and verbs, and the
+//! engine's limit flags shared by every command that runs workflows.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flowstate_core::delay::parse_flag_duration;
+use flowstate_core::limits::{Limits, MIB};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowstate",
+    version,
+    about = "A durable workflow engine for JavaScript workflows"
+)]
+pub struct Cli {
+    /// Log what the engine does (or set FLOWSTATE_LOG, e.g. FLOWSTATE_LOG=debug).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one workflow file to completion, locally, and print its timeline.
+    Run(RunArgs),
+    /// Measure the engine on built-in scenarios.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The workflow file: JavaScript defining `class Workflow`.
+    pub file: PathBuf,
+    /// A JSON file with the trigger's data (what `start` receives).
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// A trigger header, as name=value (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// The database: a file path, or :memory:. An unfinished run of this
+    /// workflow in the file is resumed rather than started anew.
+    #[arg(long, default_value = ":memory:", value_name = "PATH")]
+    pub db: String,
+    /// Skip delays on a virtual clock: a workflow that waits 8 days finishes at once.
+    #[arg(long)]
+    pub fast_forward: bool,
+    /// Print one JSON document (summary, final state, steps) instead of the timeline.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Shortest delay scheduleNextStep accepts (e.g. 10s; 0 for development).
+    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub min_delay: Option<Duration>,
+    /// CPU time a step may use before it is stopped (e.g. 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub step_cpu_limit: Option<Duration>,
+    /// Memory one step's JavaScript may use, in MiB (e.g. 128).
+    #[arg(long, value_name = "MIB")]
+    pub step_memory_limit: Option<usize>,
+    /// Wall time a step may take (e.g. 15m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub step_wall_limit: Option<Duration>,
+    /// Retries after a step's first attempt; 0 disables retries.
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+}
+
+impl LimitArgs {
+    pub fn apply(&self, mut limits: Limits) -> anyhow::Result<Limits> {
+        if let Some(d) = self.min_delay {
+            limits.min_delay = d;
+        }
+        if let Some(d) = self.step_cpu_limit {
+            anyhow::ensure!(!d.is_zero(), "--step-cpu-limit must be more than 0");
+            limits.step_cpu = d;
+        }
+        if let Some(mib) = self.step_memory_limit {
+            anyhow::ensure!(mib >= 1, "--step-memory-limit must be at least 1 (MiB)");
+            limits.step_memory = mib * MIB;
+        }
+        if let Some(d) = self.step_wall_limit {
+            anyhow::ensure!(!d.is_zero(), "--step-wall-limit must be more than 0");
+            limits.step_wall = d;
+        }
+        if let Some(n) = self.max_retries {
+            limits.max_retries = n;
+        }
+        anyhow::ensure!(
+            limits.min_delay <= limits.max_delay,
+            "--min-delay must not exceed the maximum delay of 400 days"
+        );
+        Ok(limits)
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Scenario {
+    /// One run fanning out to N branches, each doing increment + push.
+    Fanout,
+    /// One run of N sequential zero-delay steps.
+    Chain,
+    /// Both.
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(value_enum, default_value = "all")]
+    pub scenario: Scenario,
+    /// Branches for fanout (default 10000).
+    #[arg(long)]
+    pub branches: Option<usize>,
+    /// Steps for chain (default 1000).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Database file (default: a fresh file in a temporary directory).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// JS worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// synchronous=NORMAL: survives a crash, not a power loss (default FULL).
+    #[arg(long)]
+    pub relaxed_durability: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_ascii_lowercase(), value.to_string()))
+        }
+        _ => Err(format!(
+            "'{s}' is not a header: write NAME=VALUE, e.g. x-shopify-topic=orders/create"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_name_equals_value_lowercased() {
+        assert_eq!(
+            parse_header("X-Shopify-Topic=orders/create"),
+            Ok(("x-shopify-topic".into(), "orders/create".into()))
+        );
+        assert_eq!(parse_header("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_header("novalue").unwrap_err().contains("NAME=VALUE"));
+        assert!(parse_header("=x").is_err());
+    }
+
+    #[test]
+    fn limit_flags_override_defaults() {
+        let args = LimitArgs {
+            min_delay: Some(Duration::ZERO),
+            step_cpu_limit: Some(Duration::from_secs(2)),
+            step_memory_limit: Some(64),
+            step_wall_limit: None,
+            max_retries: Some(0),
+        };
+        let l = args.apply(Limits::default()).unwrap();
+        assert_eq!(
+            (l.min_delay, l.step_cpu, l.step_memory, l.max_retries),
+            (Duration::ZERO, Duration::from_secs(2), 64 * MIB, 0)
+        );
+        let bad = LimitArgs {
+            step_cpu_limit: Some(Duration::ZERO),
+            ..args
+        };
+        assert!(bad.apply(Limits::default()).is_err());
+    }
+}
