@@ -93,6 +93,11 @@ pub async fn drive<S: Store, E: StepExecutor>(
                     continue;
                 }
                 None if matches!(until, Until::Finished(_)) => {
+                    // The last step may have finished since the top of the loop.
+                    waiting.retain(|r| !inner.finished.borrow().contains_key(r));
+                    if waiting.is_empty() || inner.inflight.load(Ordering::SeqCst) > 0 {
+                        continue;
+                    }
                     return Err(EngineError::Stuck(format!(
                         "no step is due or running, yet {} run(s) have not finished",
                         waiting.len()
