@@ -56,12 +56,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .copied();
     let run = match resumed {
         Some(run) => {
-            if !args.json {
-                eprintln!(
-                    "resuming unfinished {run} of workflow '{name}' from {}",
-                    args.db
-                );
-            }
+            // On stderr, so that --json output stays one document.
+            eprintln!(
+                "resuming unfinished {run} of workflow '{name}' from {}",
+                args.db
+            );
             run
         }
         None => engine.start_run(&version, data, headers).await?,

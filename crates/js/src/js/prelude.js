@@ -182,9 +182,19 @@ function makeApi(meta, isHook) {
   });
 }
 
+// The author's frames only: cut where flowstate's own begin.
+function authorStack(stack) {
+  if (typeof stack !== 'string') return null;
+  const lines = stack.split('\n');
+  let end = lines.findIndex((l) => l.includes('flowstate:prelude'));
+  if (end < 0) return stack;
+  if (end > 0 && lines[end - 1].includes('at call (native)')) end -= 1;
+  return lines.slice(0, end).join('\n');
+}
+
 function describe(e) {
   if (e instanceof Error) {
-    return { name: e.name || 'Error', message: String(e.message), stack: e.stack || null };
+    return { name: e.name || 'Error', message: String(e.message), stack: authorStack(e.stack) };
   }
   return { name: 'Error', message: `a non-Error value was thrown: ${format([e])}`, stack: null };
 }
