@@ -49,7 +49,10 @@ pub fn compile(name: &str, source: &str) -> Result<Compiled, LoadError> {
                 });
             }
         };
-        let bytecode = declared.write(WriteOptions::default()).map_err(internal)?;
+        // Line tables stay (stack traces name the author's lines); the
+        // source text, which only Function.prototype.toString would show, goes.
+        let options = WriteOptions { strip_source: true, ..WriteOptions::default() };
+        let bytecode = declared.write(options).map_err(internal)?;
         let info = inspect(&ctx, &bytecode, &module_name)?;
         Ok(Compiled { module_name, bytecode, info })
     })

@@ -61,8 +61,15 @@ fn prelude_bytecode() -> &'static [u8] {
         let rt = Runtime::new().expect("a QuickJS runtime can be created");
         let ctx = Context::full(&rt).expect("a QuickJS context can be created");
         ctx.with(|ctx| {
+            // No source text or line tables: smaller bytecode, read on every
+            // step, and the prelude's frames are cut from stacks anyway.
+            let options = WriteOptions {
+                strip_source: true,
+                strip_debug: true,
+                ..WriteOptions::default()
+            };
             Module::declare(ctx, PRELUDE_NAME, PRELUDE_SOURCE)
-                .and_then(|m| m.write(WriteOptions::default()))
+                .and_then(|m| m.write(options))
                 .expect("the prelude compiles")
         })
     })

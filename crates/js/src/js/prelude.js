@@ -186,7 +186,8 @@ function makeApi(meta, isHook) {
 function authorStack(stack) {
   if (typeof stack !== 'string') return null;
   const lines = stack.split('\n');
-  let end = lines.findIndex((l) => l.includes('flowstate:prelude'));
+  // The prelude's bytecode has no debug info: its frames read `(<null>...`.
+  let end = lines.findIndex((l) => l.includes('flowstate:prelude') || l.includes('(<null>'));
   if (end < 0) return stack;
   if (end > 0 && lines[end - 1].includes('at call (native)')) end -= 1;
   return lines.slice(0, end).join('\n');

@@ -1,13 +1,15 @@
-//! The embedded SQLite store. One writer thread owns the connection and
-//! commits many operations per transaction (group commit): a batch holds
-//! whatever arrived while the previous one was being synced, so throughput
-//! is not bounded by one fsync per operation. Each operation runs inside its
-//! own savepoint, so a failing one rolls back alone and the batch goes on.
+//! The embedded SQLite store. One connection, one open transaction, many
+//! operations per commit (group commit), so throughput is not bounded by one
+//! fsync per operation. A caller runs its operation on its own thread, under
+//! the connection's lock, inside its own savepoint (a failing operation rolls
+//! back alone); there is no hand-off to another thread per operation. A
+//! small committer thread commits when a reply that needs durability is
+//! waiting, or when the transaction is `MAX_BATCH_TIME` old.
 //!
-//! State-op results return before their batch commits: the step's own
+//! State-op results return before their transaction commits: the step's own
 //! commit comes later in the same log, so nothing is acknowledged early
-//! (DESIGN.md part 2). Replies that leave the process (a created run) wait
-//! for the commit that holds them.
+//! (DESIGN.md part 2). Replies that leave the process (a created run, a
+//! flush) wait for the commit that holds them.
 
 mod schema;
 mod sql;
@@ -20,10 +22,12 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
+
 use flowstate_core::state::StateOp;
 use flowstate_core::{RunId, VersionId};
 use rusqlite::Connection;
+use tokio::sync::watch;
 
 use crate::blob::BlobStore;
 use crate::{
@@ -32,9 +36,6 @@ use crate::{
 };
 use writer::Writer;
 
-/// Most operations one transaction commits; bounds the latency of the
-/// replies that wait for it.
-const MAX_BATCH: usize = 4_000;
 /// Longest a transaction stays open. Work in it is not lost to a crash in
 /// the sense that matters: no step in it was acknowledged, so its steps
 /// are retried and their journaled ops replayed. This bounds how much is
@@ -62,19 +63,28 @@ impl SqliteOptions {
     }
 }
 
-type Reply = Box<dyn FnOnce() + Send>;
-/// Runs on the writer; says whether it succeeded, and how to answer.
-type JobFn = Box<dyn FnOnce(&mut Writer) -> (bool, Reply) + Send>;
+/// The connection and its transaction, shared by every caller.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the committer: a durable reply waits, or shutdown.
+    kick: Condvar,
+    /// The number of the last commit; durable callers wait for theirs.
+    committed: watch::Sender<u64>,
+}
 
-struct Job {
-    /// Reply only once the batch holding this job is committed.
-    durable: bool,
-    run: JobFn,
+struct State {
+    writer: Writer,
+    /// When the open transaction began, if one is open.
+    open_since: Option<Instant>,
+    /// Commits so far; the open transaction will be number `generation + 1`.
+    generation: u64,
+    durable_waiting: bool,
+    shutdown: bool,
 }
 
 pub struct SqliteStore {
-    jobs: Option<Sender<Job>>,
-    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    committer: Option<JoinHandle<()>>,
     _lock: Option<File>,
 }
 
@@ -101,15 +111,29 @@ impl SqliteStore {
             (None, Some(path)) => BlobStore::open(sibling(path, "blobs"))?,
             (None, None) => BlobStore::temporary()?,
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let writer = Writer::new(conn, blobs);
-        let handle = std::thread::Builder::new()
-            .name("flowstate-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                writer: Writer::new(conn, blobs),
+                open_since: None,
+                generation: 0,
+                durable_waiting: false,
+                shutdown: false,
+            }),
+            kick: Condvar::new(),
+            committed: watch::Sender::new(0),
+        });
+        let committer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("flowstate-sqlite-commit".into())
+                .spawn(move || committer_loop(&shared))
+                .map_err(|e| {
+                    StoreError::Database(format!("cannot start the committer thread: {e}"))
+                })?
+        };
         Ok(SqliteStore {
-            jobs: Some(tx),
-            writer: Some(handle),
+            shared,
+            committer: Some(committer),
             _lock: lock,
         })
     }
@@ -118,6 +142,9 @@ impl SqliteStore {
         Self::open(SqliteOptions::default())
     }
 
+    /// Runs `f` now, on the calling thread, inside the open transaction.
+    /// The returned future is ready at once, or (for `durable`) when the
+    /// commit that holds the change is done.
     fn call<T, E, F>(
         &self,
         durable: bool,
@@ -128,87 +155,97 @@ impl SqliteStore {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = Job {
-            durable,
-            run: Box::new(move |w| {
-                let result = f(w);
-                let ok = result.is_ok();
-                let reply: Reply = Box::new(move || {
-                    let _ = tx.send(result);
+        let (result, wait_for) = {
+            let mut st = self
+                .shared
+                .state
+                .lock()
+                .expect("the store lock is never poisoned");
+            if st.shutdown {
+                (Err(E::from(StoreError::Closed)), None)
+            } else {
+                if st.open_since.is_none() {
+                    fatal_on_error(exec_cached(&st.writer.conn, "BEGIN IMMEDIATE"), "BEGIN");
+                    st.open_since = Some(Instant::now());
+                }
+                fatal_on_error(exec_cached(&st.writer.conn, "SAVEPOINT op"), "SAVEPOINT");
+                let result = f(&mut st.writer);
+                if result.is_err() {
+                    fatal_on_error(
+                        exec_cached(&st.writer.conn, "ROLLBACK TO op"),
+                        "ROLLBACK TO",
+                    );
+                    st.writer.forget_caches();
+                }
+                fatal_on_error(exec_cached(&st.writer.conn, "RELEASE op"), "RELEASE");
+                let wait_for = durable.then(|| {
+                    st.durable_waiting = true;
+                    st.generation + 1
                 });
-                (ok, reply)
-            }),
-        };
-        let sent = match &self.jobs {
-            Some(jobs) => jobs.send(job).is_ok(),
-            None => false,
-        };
-        async move {
-            if !sent {
-                return Err(StoreError::Closed.into());
+                (result, wait_for)
             }
-            rx.await.map_err(|_| E::from(StoreError::Closed))?
+        };
+        let mut committed = self.shared.committed.subscribe();
+        if wait_for.is_some() {
+            self.shared.kick.notify_one();
+        }
+        async move {
+            if let Some(generation) = wait_for {
+                committed
+                    .wait_for(|g| *g >= generation)
+                    .await
+                    .map_err(|_| E::from(StoreError::Closed))?;
+            }
+            result
         }
     }
 }
 
 impl Drop for SqliteStore {
-    /// Closing the channel lets the writer commit what it holds and stop.
+    /// The committer commits what is open, then stops.
     fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(h) = self.writer.take() {
+        self.shared
+            .state
+            .lock()
+            .expect("the store lock is never poisoned")
+            .shutdown = true;
+        self.shared.kick.notify_one();
+        if let Some(h) = self.committer.take() {
             let _ = h.join();
         }
     }
 }
 
-fn writer_loop(mut w: Writer, rx: Receiver<Job>) {
-    let mut deferred: Vec<Reply> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        fatal_on_error(w.conn.execute_batch("BEGIN IMMEDIATE"), "BEGIN");
-        let deadline = Instant::now() + MAX_BATCH_TIME;
-        let mut next = Some(first);
-        let mut n = 0;
-        // Keep the transaction open while work keeps coming: replies that
-        // need durability wait for the commit, the others do not, so there
-        // is no reason to sync until one waits, the batch is full, or old.
-        while let Some(job) = next.take() {
-            run_job(&mut w, job, &mut deferred);
-            n += 1;
-            if n >= MAX_BATCH {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(job) => Some(job),
-                Err(TryRecvError::Disconnected) => None,
-                Err(TryRecvError::Empty) if !deferred.is_empty() => None,
-                Err(TryRecvError::Empty) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    rx.recv_timeout(left).ok()
-                }
-            };
+fn committer_loop(shared: &Shared) {
+    let mut st = shared
+        .state
+        .lock()
+        .expect("the store lock is never poisoned");
+    loop {
+        let age = st.open_since.map(|t| t.elapsed());
+        let due = age.is_some_and(|age| st.durable_waiting || st.shutdown || age >= MAX_BATCH_TIME);
+        if due {
+            fatal_on_error(exec_cached(&st.writer.conn, "COMMIT"), "COMMIT");
+            st.open_since = None;
+            st.durable_waiting = false;
+            st.generation += 1;
+            st.writer.after_commit();
+            let generation = st.generation;
+            shared.committed.send_replace(generation);
+            continue;
         }
-        fatal_on_error(w.conn.execute_batch("COMMIT"), "COMMIT");
-        w.after_commit();
-        for reply in deferred.drain(..) {
-            reply();
+        if st.shutdown {
+            return;
         }
-    }
-}
-
-fn run_job(w: &mut Writer, job: Job, deferred: &mut Vec<Reply>) {
-    fatal_on_error(exec_cached(&w.conn, "SAVEPOINT op"), "SAVEPOINT");
-    let (ok, reply) = (job.run)(w);
-    if !ok {
-        fatal_on_error(exec_cached(&w.conn, "ROLLBACK TO op"), "ROLLBACK TO");
-        w.forget_caches();
-    }
-    fatal_on_error(exec_cached(&w.conn, "RELEASE op"), "RELEASE");
-    if job.durable {
-        deferred.push(reply);
-    } else {
-        reply();
+        let wait = match age {
+            Some(age) => MAX_BATCH_TIME.saturating_sub(age),
+            None => Duration::from_secs(3600),
+        };
+        st = shared
+            .kick
+            .wait_timeout(st, wait)
+            .expect("the store lock is never poisoned")
+            .0;
     }
 }
 

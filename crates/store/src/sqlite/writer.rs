@@ -181,9 +181,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Leases due steps, then steps whose lease ran out.
     pub fn claim(&mut self, c: ClaimRequest) -> Result<Vec<ClaimedStep>> {
+        self.claim_with(c, &[sql::CLAIM_DUE, sql::CLAIM_EXPIRED])
+    }
+
+    fn claim_with(&mut self, c: ClaimRequest, queries: &[&str]) -> Result<Vec<ClaimedStep>> {
         let mut rows = Vec::new();
-        for query in [sql::CLAIM_DUE, sql::CLAIM_EXPIRED] {
+        for &query in queries {
             let left = c.limit.saturating_sub(rows.len());
             if left == 0 {
                 break;
@@ -449,12 +454,16 @@ impl Writer {
             None
         };
         self.unreferenced_blobs.extend(unreferenced);
+        // Steps whose lease ran out are left to the scheduler's claims.
         let claimed = if c.claim > 0 {
-            self.claim(ClaimRequest {
-                now: c.now,
-                limit: c.claim,
-                lease_until: c.lease_until,
-            })?
+            self.claim_with(
+                ClaimRequest {
+                    now: c.now,
+                    limit: c.claim,
+                    lease_until: c.lease_until,
+                },
+                &[sql::CLAIM_DUE],
+            )?
         } else {
             Vec::new()
         };
