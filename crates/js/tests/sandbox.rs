@@ -482,3 +482,21 @@ async fn typed_arrays_appear_on_first_use() {
     assert!(scheduled(&r).is_empty());
     assert_eq!(r.logs[0].message, "3 3 function true");
 }
+
+#[tokio::test]
+async fn the_wall_limit_stops_a_step_the_cpu_limit_would_let_run() {
+    let src = "class Workflow { async start() { while (true) {} } }";
+    let limits = Limits {
+        step_cpu: Duration::from_secs(60),
+        step_wall: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let r = fixture_with(src, limits).run("start", "{}").await;
+    let e = failed(&r);
+    assert_eq!(e.kind, ErrorKind::WallLimit, "{e:?}");
+    assert!(
+        e.message.contains("wall-time limit of 200ms"),
+        "{}",
+        e.message
+    );
+}

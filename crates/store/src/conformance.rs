@@ -127,6 +127,17 @@ fn finished(o: CommitOutcome) -> Option<FinishedRun> {
     }
 }
 
+/// A run whose `start` fanned out to two `work` branches, both claimed.
+async fn two_branches<S: Store>(s: &S, hooks: (bool, bool)) -> (RunId, Vec<ClaimedStep>) {
+    let run = new_run(s, hooks, "null").await;
+    let start = claim(s, T0, 10).await.remove(0);
+    let children = vec![child("work", T0, "1"), child("work", T0, "2")];
+    s.commit_step(commit(&start, succeed(children), T0))
+        .await
+        .unwrap();
+    (run, claim(s, T0, 10).await)
+}
+
 pub async fn a_new_run_has_one_due_start_step<S: Store>(s: S) {
     let run = new_run(&s, (false, false), r#"{"order":1}"#).await;
     let steps = claim(&s, T0, 10).await;
@@ -179,16 +190,7 @@ pub async fn claims_respect_due_times_and_the_limit<S: Store>(s: S) {
 }
 
 pub async fn the_last_branch_completes_the_run_and_deletes_its_state<S: Store>(s: S) {
-    let run = new_run(&s, (false, false), "null").await;
-    let start = claim(&s, T0, 10).await.remove(0);
-    s.commit_step(commit(
-        &start,
-        succeed(vec![child("work", T0, "1"), child("work", T0, "2")]),
-        T0,
-    ))
-    .await
-    .unwrap();
-    let branches = claim(&s, T0, 10).await;
+    let (run, branches) = two_branches(&s, (false, false)).await;
     for (i, b) in branches.iter().enumerate() {
         op(&s, b, 0, incr("n", 1.0)).await.unwrap();
         op(&s, b, 1, push("items", &format!("{}", i)))
@@ -266,16 +268,7 @@ pub async fn the_complete_hook_runs_once_after_every_branch<S: Store>(s: S) {
 }
 
 pub async fn the_first_failure_fails_the_run_and_siblings_go_on<S: Store>(s: S) {
-    let run = new_run(&s, (true, true), "null").await;
-    let start = claim(&s, T0, 10).await.remove(0);
-    s.commit_step(commit(
-        &start,
-        succeed(vec![child("work", T0, "1"), child("work", T0, "2")]),
-        T0,
-    ))
-    .await
-    .unwrap();
-    let b = claim(&s, T0, 10).await;
+    let (run, b) = two_branches(&s, (true, true)).await;
     let failed = CommitKind::FailedForGood { error: boom() };
     assert!(finished(s.commit_step(commit(&b[0], failed, T0)).await.unwrap()).is_none());
     let rec = s.run(run).await.unwrap().unwrap();
