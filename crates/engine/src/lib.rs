@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use flowstate_core::executor::{LoadError, StepExecutor, WorkflowCode};
 use flowstate_core::{Clock, RunId, VersionId};
 use flowstate_store::{
-    FinishedRun, NewRun, NewVersion, RunContext, Store, StoreError, VersionRecord,
+    CreatedRun, DeliveryKey, FinishedRun, NewRun, NewVersion, RunContext, Store, StoreError,
+    VersionRecord,
 };
 use thiserror::Error;
 use tokio::sync::{Mutex, Notify, watch};
@@ -140,10 +141,23 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         data: String,
         headers: String,
     ) -> Result<RunId> {
-        let run = self
+        Ok(self.trigger(version, data, headers, None).await?.run)
+    }
+
+    /// Starts a run for a trigger delivery; a delivery key seen before
+    /// (within its TTL) starts nothing and names the run it started then.
+    pub async fn trigger(
+        &self,
+        version: &VersionRecord,
+        data: String,
+        headers: String,
+        delivery: Option<DeliveryKey>,
+    ) -> Result<CreatedRun> {
+        let created = self
             .inner
             .store
             .create_run(NewRun {
+                delivery,
                 workflow: version.name.clone(),
                 version: version.id,
                 data,
@@ -153,8 +167,27 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
                 now: self.inner.clock.now(),
             })
             .await?;
-        self.inner.wake.notify_one();
-        Ok(run)
+        if !created.duplicate {
+            self.inner.wake.notify_one();
+        }
+        Ok(created)
+    }
+
+    /// Cancels a run: pending steps are dropped, running ones lose their
+    /// lease, the state is deleted. `None` if it had already finished.
+    pub async fn cancel(&self, run: RunId) -> Result<Option<FinishedRun>> {
+        let done = self
+            .inner
+            .store
+            .cancel_run(run, self.inner.clock.now())
+            .await?;
+        if let Some(done) = &done {
+            self.inner.runs.lock().await.remove(&run);
+            self.inner.finished.send_modify(|f| {
+                f.insert(run, done.clone());
+            });
+        }
+        Ok(done)
     }
 
     /// Runs the scheduler until `until` holds.

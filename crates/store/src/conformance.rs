@@ -21,6 +21,15 @@ fn info(complete: bool, error: bool) -> WorkflowInfo {
 }
 
 async fn new_run<S: Store>(s: &S, hooks: (bool, bool), data: &str) -> RunId {
+    create(s, hooks, data, None).await.run
+}
+
+async fn create<S: Store>(
+    s: &S,
+    hooks: (bool, bool),
+    data: &str,
+    delivery: Option<&str>,
+) -> CreatedRun {
     let v = s
         .deploy(NewVersion {
             name: "wf".into(),
@@ -31,6 +40,10 @@ async fn new_run<S: Store>(s: &S, hooks: (bool, bool), data: &str) -> RunId {
         .await
         .unwrap();
     s.create_run(NewRun {
+        delivery: delivery.map(|key| DeliveryKey {
+            key: key.into(),
+            ttl_ms: 60_000,
+        }),
         workflow: "wf".into(),
         version: v.id,
         data: data.into(),
@@ -659,6 +672,159 @@ pub async fn deploying_the_same_source_twice_is_one_version<S: Store>(s: S) {
     assert_eq!(s.version(a.id).await.unwrap().info, info(false, false));
 }
 
+pub async fn a_redelivered_trigger_starts_no_second_run<S: Store>(s: S) {
+    let first = create(&s, (false, false), "{}", Some("webhook-1")).await;
+    assert!(!first.duplicate);
+    let again = create(&s, (false, false), "{}", Some("webhook-1")).await;
+    assert_eq!(
+        again,
+        CreatedRun {
+            run: first.run,
+            duplicate: true
+        }
+    );
+    let other = create(&s, (false, false), "{}", Some("webhook-2")).await;
+    assert!(!other.duplicate && other.run != first.run);
+    let runs = s
+        .list_runs(RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2, "one run per delivery");
+}
+
+pub async fn workflows_are_published_listed_and_removed<S: Store>(s: S) {
+    let v = s
+        .deploy(NewVersion {
+            name: "orders".into(),
+            source: "a".into(),
+            info: info(false, false),
+            now: T0,
+        })
+        .await
+        .unwrap();
+    let w = s
+        .publish("orders".into(), v.id, r#"{"x":1}"#.into(), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (w.name.as_str(), w.version, w.settings.as_str()),
+        ("orders", v.id, r#"{"x":1}"#)
+    );
+    let v2 = s
+        .deploy(NewVersion {
+            name: "orders".into(),
+            source: "b".into(),
+            info: info(false, false),
+            now: T0,
+        })
+        .await
+        .unwrap();
+    let later = Timestamp(T0.0 + 5);
+    let w2 = s
+        .publish("orders".into(), v2.id, "{}".into(), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (w2.version, w2.created_at, w2.updated_at),
+        (v2.id, T0, later)
+    );
+    assert_eq!(s.workflows().await.unwrap(), vec![w2.clone()]);
+    assert_eq!(s.workflow("orders".into()).await.unwrap(), Some(w2));
+    assert!(s.remove_workflow("orders".into()).await.unwrap());
+    assert!(!s.remove_workflow("orders".into()).await.unwrap());
+    assert_eq!(s.workflow("orders".into()).await.unwrap(), None);
+}
+
+pub async fn runs_list_newest_first_with_filters_and_pages<S: Store>(s: S) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(new_run(&s, (false, false), "null").await);
+    }
+    let start = claim(&s, T0, 1).await.remove(0);
+    s.commit_step(commit(&start, succeed(vec![]), T0))
+        .await
+        .unwrap();
+    let page = s
+        .list_runs(RunFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    let next = s
+        .list_runs(RunFilter {
+            limit: 2,
+            before: Some(ids[3]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let done = s
+        .list_runs(RunFilter {
+            status: Some(RunStatus::Completed),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
+    let none = s
+        .list_runs(RunFilter {
+            workflow: Some("other".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+pub async fn a_cancelled_run_stops_and_its_steps_are_refused<S: Store>(s: S) {
+    let (run, branches) = two_branches(&s, (true, true)).await;
+    op(&s, &branches[0], 0, incr("n", 1.0)).await.unwrap();
+    let done = s
+        .cancel_run(run, T0)
+        .await
+        .unwrap()
+        .expect("it was running");
+    assert_eq!(done.status, RunStatus::Cancelled);
+    assert!(
+        s.cancel_run(run, T0).await.unwrap().is_none(),
+        "cancelling twice changes nothing"
+    );
+    let err = op(&s, &branches[1], 0, incr("n", 1.0)).await.unwrap_err();
+    assert!(
+        matches!(err, OpError::State(StateError::Superseded)),
+        "{err}"
+    );
+    let out = s
+        .commit_step(commit(&branches[0], succeed(vec![]), T0))
+        .await
+        .unwrap();
+    assert_eq!(out, CommitOutcome::Superseded);
+    assert!(s.run_state(run).await.unwrap().is_empty());
+    assert!(
+        claim(&s, Timestamp(T0.0 + LEASE * 10), 10).await.is_empty(),
+        "no hook, no retry"
+    );
+    let rec = s.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.finished_at),
+        (RunStatus::Cancelled, Some(T0))
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -680,6 +846,10 @@ macro_rules! conformance_tests {
             dedupe_locks_for_its_ttl_and_replays_on_retry,
             large_payloads_round_trip_through_the_blob_store,
             deploying_the_same_source_twice_is_one_version,
+            a_redelivered_trigger_starts_no_second_run,
+            workflows_are_published_listed_and_removed,
+            runs_list_newest_first_with_filters_and_pages,
+            a_cancelled_run_stops_and_its_steps_are_refused,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -63,8 +63,18 @@ pub struct VersionRecord {
     pub created_at: Timestamp,
 }
 
+/// A trigger's delivery id: a second delivery with the same key within the
+/// TTL starts no run (Shopify redelivers webhooks).
+#[derive(Clone, Debug)]
+pub struct DeliveryKey {
+    pub key: String,
+    pub ttl_ms: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewRun {
+    /// Set for triggers that dedupe their deliveries.
+    pub delivery: Option<DeliveryKey>,
     pub workflow: String,
     pub version: VersionId,
     /// JSON text of the trigger's data.
@@ -74,6 +84,34 @@ pub struct NewRun {
     pub has_complete_hook: bool,
     pub has_error_hook: bool,
     pub now: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CreatedRun {
+    pub run: RunId,
+    /// The delivery was seen before: `run` is the run it started then.
+    pub duplicate: bool,
+}
+
+/// A deployed workflow: its live version and trigger settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowRecord {
+    pub name: String,
+    pub version: VersionId,
+    /// JSON text of the workflow's settings.
+    pub settings: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Which runs to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs older than this one (the previous page's last id).
+    pub before: Option<RunId>,
+    pub limit: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -247,7 +285,31 @@ pub trait Store: Send + Sync + 'static {
     fn version(&self, id: VersionId) -> impl Future<Output = Result<VersionRecord>> + Send;
 
     /// Creates a run and its `start` step, due now. Durable when it returns.
-    fn create_run(&self, r: NewRun) -> impl Future<Output = Result<RunId>> + Send;
+    /// A delivery key seen within its TTL creates nothing.
+    fn create_run(&self, r: NewRun) -> impl Future<Output = Result<CreatedRun>> + Send;
+
+    /// Makes `version` the live version of `name`, with these settings.
+    fn publish(
+        &self,
+        name: String,
+        version: VersionId,
+        settings: String,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<WorkflowRecord>> + Send;
+    fn workflow(&self, name: String)
+    -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send;
+    fn workflows(&self) -> impl Future<Output = Result<Vec<WorkflowRecord>>> + Send;
+    /// Removes a deployed workflow; its runs and their history stay.
+    fn remove_workflow(&self, name: String) -> impl Future<Output = Result<bool>> + Send;
+
+    fn list_runs(&self, f: RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+    /// Cancels an unfinished run: its steps are cancelled and its state
+    /// deleted. `None` if the run had already finished.
+    fn cancel_run(
+        &self,
+        run: RunId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<FinishedRun>>> + Send;
 
     /// Leases due steps (and steps whose lease ran out) to the caller.
     fn claim_due_steps(

@@ -11,6 +11,7 @@
 //! (DESIGN.md part 2). Replies that leave the process (a created run, a
 //! flush) wait for the commit that holds them.
 
+mod admin;
 mod schema;
 mod sql;
 mod state_ops;
@@ -31,8 +32,9 @@ use tokio::sync::watch;
 
 use crate::blob::BlobStore;
 use crate::{
-    ClaimRequest, ClaimedStep, CommitOutcome, NewRun, NewVersion, OpContext, OpError, Result,
-    RunContext, RunRecord, StepCommit, StepRecord, StepRetry, Store, StoreError, VersionRecord,
+    ClaimRequest, ClaimedStep, CommitOutcome, CreatedRun, FinishedRun, NewRun, NewVersion,
+    OpContext, OpError, Result, RunContext, RunFilter, RunRecord, StepCommit, StepRecord,
+    StepRetry, Store, StoreError, VersionRecord, WorkflowRecord,
 };
 use writer::Writer;
 
@@ -317,8 +319,45 @@ impl Store for SqliteStore {
         self.call(false, move |w| w.version(id))
     }
 
-    fn create_run(&self, r: NewRun) -> impl Future<Output = Result<RunId>> + Send {
+    fn create_run(&self, r: NewRun) -> impl Future<Output = Result<CreatedRun>> + Send {
         self.call(true, move |w| w.create_run(r))
+    }
+
+    fn publish(
+        &self,
+        name: String,
+        version: VersionId,
+        settings: String,
+        now: flowstate_core::Timestamp,
+    ) -> impl Future<Output = Result<WorkflowRecord>> + Send {
+        self.call(true, move |w| w.publish(&name, version, &settings, now))
+    }
+
+    fn workflow(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send {
+        self.call(false, move |w| w.workflow(&name))
+    }
+
+    fn workflows(&self) -> impl Future<Output = Result<Vec<WorkflowRecord>>> + Send {
+        self.call(false, move |w| w.workflows())
+    }
+
+    fn remove_workflow(&self, name: String) -> impl Future<Output = Result<bool>> + Send {
+        self.call(true, move |w| w.remove_workflow(&name))
+    }
+
+    fn list_runs(&self, f: RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send {
+        self.call(false, move |w| w.list_runs(&f))
+    }
+
+    fn cancel_run(
+        &self,
+        run: RunId,
+        now: flowstate_core::Timestamp,
+    ) -> impl Future<Output = Result<Option<FinishedRun>>> + Send {
+        self.call(true, move |w| w.cancel_run(run, now))
     }
 
     fn claim_due_steps(

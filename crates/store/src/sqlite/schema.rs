@@ -104,6 +104,17 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (workflow, key)
     ) WITHOUT ROWID;",
+    // 2: deployed workflows, delivery dedupe, run listing.
+    "CREATE TABLE workflows (
+        name TEXT PRIMARY KEY,
+        version_id INTEGER NOT NULL,
+        settings TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ALTER TABLE dedupe_keys ADD COLUMN run_id INTEGER;
+    CREATE INDEX runs_by_workflow ON runs(workflow, id);
+    CREATE INDEX runs_by_status ON runs(status, id);",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

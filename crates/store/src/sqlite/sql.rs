@@ -117,3 +117,31 @@ pub const SELECT_DEDUPE: &str =
     "SELECT expires_at FROM dedupe_keys WHERE workflow = ?1 AND key = ?2";
 pub const UPSERT_DEDUPE: &str =
     "INSERT OR REPLACE INTO dedupe_keys (workflow, key, expires_at) VALUES (?1, ?2, ?3)";
+
+// Deployed workflows.
+pub const UPSERT_WORKFLOW: &str = "INSERT INTO workflows (name, version_id, settings, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?4)
+     ON CONFLICT (name) DO UPDATE SET version_id = excluded.version_id, settings = excluded.settings,
+        updated_at = excluded.updated_at";
+pub const SELECT_WORKFLOW: &str =
+    "SELECT name, version_id, settings, created_at, updated_at FROM workflows WHERE name = ?1";
+pub const SELECT_WORKFLOWS: &str =
+    "SELECT name, version_id, settings, created_at, updated_at FROM workflows ORDER BY name";
+pub const DELETE_WORKFLOW: &str = "DELETE FROM workflows WHERE name = ?1";
+
+// Deliveries and runs.
+pub const SELECT_DELIVERY: &str =
+    "SELECT run_id, expires_at FROM dedupe_keys WHERE workflow = ?1 AND key = ?2";
+pub const UPSERT_DELIVERY: &str = "INSERT OR REPLACE INTO dedupe_keys (workflow, key, expires_at, run_id) VALUES (?1, ?2, ?3, ?4)";
+pub const LIST_RUNS: &str =
+    "SELECT id, workflow, version_id, status, pending, steps_total, error, end_reason,
+        created_at, finished_at
+     FROM runs
+     WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+     ORDER BY id DESC LIMIT ?4";
+pub const CANCEL_RUN: &str = "UPDATE runs SET status = 'cancelled', pending = 0, finished_at = ?2
+     WHERE id = ?1 AND finished_at IS NULL";
+pub const CANCEL_RUN_STEPS: &str =
+    "UPDATE steps SET status = 'cancelled', finished_at = ?2, lease_until = NULL
+     WHERE run_id = ?1 AND status IN ('pending', 'running')
+     RETURNING payload_blob";

@@ -14,9 +14,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{db_err, sql};
 use crate::blob::BlobStore;
 use crate::{
-    AttemptRecord, ClaimRequest, ClaimedStep, CommitKind, CommitOutcome, FinishedRun, NewRun,
-    NewVersion, Result, RunContext, RunRecord, StepCommit, StepRecord, StepRetry, StoreError,
-    VersionRecord,
+    AttemptRecord, ClaimRequest, ClaimedStep, CommitKind, CommitOutcome, CreatedRun, FinishedRun,
+    NewRun, NewVersion, Result, RunContext, RunRecord, StepCommit, StepRecord, StepRetry,
+    StoreError, VersionRecord,
 };
 
 pub struct Writer {
@@ -31,9 +31,9 @@ pub struct Writer {
     /// retry and cancellation passes through this thread, and opening the
     /// store releases leases of a previous process, so the map is exact;
     /// it spares a lookup per state op.
-    leases: HashMap<i64, LeasedStep>,
+    pub(super) leases: HashMap<i64, LeasedStep>,
     /// Blobs no longer referenced once the open transaction commits.
-    unreferenced_blobs: Vec<String>,
+    pub(super) unreferenced_blobs: Vec<String>,
 }
 
 impl Writer {
@@ -114,7 +114,27 @@ impl Writer {
             .ok_or_else(|| StoreError::NotFound(format!("workflow version {id} does not exist")))
     }
 
-    pub fn create_run(&mut self, r: NewRun) -> Result<RunId> {
+    pub fn create_run(&mut self, r: NewRun) -> Result<CreatedRun> {
+        let trigger_scope = format!("{}#trigger", r.workflow);
+        if let Some(d) = &r.delivery {
+            let seen: Option<(Option<i64>, i64)> = self
+                .conn
+                .prepare_cached(sql::SELECT_DELIVERY)
+                .map_err(db_err)?
+                .query_row(params![trigger_scope, d.key], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+                .map_err(db_err)?;
+            if let Some((Some(run), expires_at)) = seen
+                && expires_at > r.now.0
+            {
+                return Ok(CreatedRun {
+                    run: RunId(run),
+                    duplicate: true,
+                });
+            }
+        }
         self.conn
             .prepare_cached(sql::INSERT_RUN)
             .map_err(db_err)?
@@ -141,7 +161,22 @@ impl Writer {
             r.now,
             1_500_000,
         )?;
-        Ok(RunId(run))
+        if let Some(d) = &r.delivery {
+            self.conn
+                .prepare_cached(sql::UPSERT_DELIVERY)
+                .map_err(db_err)?
+                .execute(params![
+                    trigger_scope,
+                    d.key,
+                    r.now.0.saturating_add(d.ttl_ms),
+                    run
+                ])
+                .map_err(db_err)?;
+        }
+        Ok(CreatedRun {
+            run: RunId(run),
+            duplicate: false,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -470,7 +505,7 @@ impl Writer {
         Ok(CommitOutcome::Committed { finished, claimed })
     }
 
-    fn delete_run_state(&mut self, run: i64) -> Result<()> {
+    pub(super) fn delete_run_state(&mut self, run: i64) -> Result<()> {
         for q in [
             sql::DELETE_RUN_STATE,
             sql::DELETE_RUN_LIST_ITEMS,
@@ -516,20 +551,7 @@ impl Writer {
         self.conn
             .prepare_cached(sql::SELECT_RUN)
             .map_err(db_err)?
-            .query_row([id.0], |r| {
-                Ok(RunRecord {
-                    id: RunId(r.get(0)?),
-                    workflow: r.get(1)?,
-                    version: VersionId(r.get(2)?),
-                    status: r.get::<_, String>(3)?.parse().unwrap_or(RunStatus::Failed),
-                    pending: r.get(4)?,
-                    steps_total: r.get::<_, i64>(5)? as u64,
-                    error: parse_error(r.get(6)?),
-                    end_reason: r.get(7)?,
-                    created_at: Timestamp(r.get(8)?),
-                    finished_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
-                })
-            })
+            .query_row([id.0], run_record)
             .optional()
             .map_err(db_err)
     }
@@ -593,6 +615,21 @@ pub(super) struct LeasedStep {
     pub depth: u32,
     pub blob: Option<String>,
     pub started_at: Option<i64>,
+}
+
+pub(super) fn run_record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: RunId(r.get(0)?),
+        workflow: r.get(1)?,
+        version: VersionId(r.get(2)?),
+        status: r.get::<_, String>(3)?.parse().unwrap_or(RunStatus::Failed),
+        pending: r.get(4)?,
+        steps_total: r.get::<_, i64>(5)? as u64,
+        error: parse_error(r.get(6)?),
+        end_reason: r.get(7)?,
+        created_at: Timestamp(r.get(8)?),
+        finished_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+    })
 }
 
 fn step_record(r: &Row<'_>) -> rusqlite::Result<StepRecord> {

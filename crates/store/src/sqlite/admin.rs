@@ -1,0 +1,116 @@
+//! Deployed workflows, run listing and cancellation on SQLite: the
+//! operations behind the management API, apart from the step path.
+
+use flowstate_core::status::RunStatus;
+use flowstate_core::{RunId, Timestamp, VersionId};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::writer::{Writer, run_record};
+use super::{db_err, sql};
+use crate::{FinishedRun, Result, RunFilter, RunRecord, WorkflowRecord};
+
+fn workflow_record(r: &Row<'_>) -> rusqlite::Result<WorkflowRecord> {
+    Ok(WorkflowRecord {
+        name: r.get(0)?,
+        version: VersionId(r.get(1)?),
+        settings: r.get(2)?,
+        created_at: Timestamp(r.get(3)?),
+        updated_at: Timestamp(r.get(4)?),
+    })
+}
+
+impl Writer {
+    pub fn publish(
+        &mut self,
+        name: &str,
+        version: VersionId,
+        settings: &str,
+        now: Timestamp,
+    ) -> Result<WorkflowRecord> {
+        self.conn
+            .prepare_cached(sql::UPSERT_WORKFLOW)
+            .map_err(db_err)?
+            .execute(params![name, version.0, settings, now.0])
+            .map_err(db_err)?;
+        self.workflow(name)?
+            .ok_or_else(|| crate::StoreError::Database("a published workflow vanished".into()))
+    }
+
+    pub fn workflow(&mut self, name: &str) -> Result<Option<WorkflowRecord>> {
+        self.conn
+            .prepare_cached(sql::SELECT_WORKFLOW)
+            .map_err(db_err)?
+            .query_row([name], workflow_record)
+            .optional()
+            .map_err(db_err)
+    }
+
+    pub fn workflows(&mut self) -> Result<Vec<WorkflowRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql::SELECT_WORKFLOWS)
+            .map_err(db_err)?;
+        stmt.query_map([], workflow_record)
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db_err)
+    }
+
+    pub fn remove_workflow(&mut self, name: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(sql::DELETE_WORKFLOW)
+            .map_err(db_err)?
+            .execute([name])
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    pub fn list_runs(&mut self, f: &RunFilter) -> Result<Vec<RunRecord>> {
+        let mut stmt = self.conn.prepare_cached(sql::LIST_RUNS).map_err(db_err)?;
+        stmt.query_map(
+            params![
+                f.workflow,
+                f.status.map(RunStatus::as_str),
+                f.before.map(|r| r.0),
+                f.limit.clamp(1, 1000) as i64
+            ],
+            run_record,
+        )
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db_err)
+    }
+
+    pub fn cancel_run(&mut self, run: RunId, now: Timestamp) -> Result<Option<FinishedRun>> {
+        let changed = self
+            .conn
+            .prepare_cached(sql::CANCEL_RUN)
+            .map_err(db_err)?
+            .execute(params![run.0, now.0])
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let blobs: Vec<Option<String>> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(sql::CANCEL_RUN_STEPS)
+                .map_err(db_err)?;
+            stmt.query_map(params![run.0, now.0], |r| r.get(0))
+                .map_err(db_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db_err)?
+        };
+        // Steps of the run still executing lose their lease: their writes
+        // and commits are refused from here on.
+        self.leases.retain(|_, l| l.run != run.0);
+        self.delete_run_state(run.0)?;
+        self.unreferenced_blobs.extend(blobs.into_iter().flatten());
+        Ok(Some(FinishedRun {
+            run,
+            status: RunStatus::Cancelled,
+            state: None,
+        }))
+    }
+}
