@@ -26,8 +26,36 @@ pub struct Cli {
 pub enum Command {
     /// Run one workflow file to completion, locally, and print its timeline.
     Run(RunArgs),
+    /// Serve webhooks and the management API, and run workflows durably.
+    Serve(ServeArgs),
     /// Measure the engine on built-in scenarios.
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The database file (created if missing).
+    #[arg(long, default_value = "flowstate.db", value_name = "PATH")]
+    pub db: String,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Deploy every *.js in this directory at start, named after the file;
+    /// settings from <name>.settings.json beside it, if present.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on /api/*.
+    #[arg(long, env = "FLOWSTATE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Largest request body accepted, in KiB.
+    #[arg(long, default_value_t = 5 * 1024, value_name = "KIB")]
+    pub max_body: usize,
+    /// How long a shutdown waits for running steps before leaving them to
+    /// be retried on the next start.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Args, Debug)]

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(a) => commands::run::run(a).await,
+            Command::Serve(a) => commands::serve::run(a).await,
             Command::Bench(a) => commands::bench::run(a).await,
         }
     });

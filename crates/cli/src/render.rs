@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flowstate_core::delay::format_duration;
 use flowstate_core::executor::LogLine;
-use flowstate_core::json::{human_bytes, parse_stored};
+use flowstate_core::json::human_bytes;
 use flowstate_store::{RunRecord, StepRecord};
 use serde_json::{Value, json};
 
@@ -18,61 +18,16 @@ fn logs_of(text: &str) -> Vec<LogLine> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// `flowstate run --json`: the API's run document plus the wall time.
 pub fn json_document(
     run: &RunRecord,
     steps: &[StepRecord],
     state: &[(String, String)],
     wall: Duration,
 ) -> Value {
-    let state: serde_json::Map<String, Value> = state
-        .iter()
-        .map(|(k, v)| (k.clone(), parse_stored(v)))
-        .collect();
-    let steps: Vec<Value> = steps
-        .iter()
-        .map(|s| {
-            let mut logs = Vec::new();
-            for a in &s.failed_attempts {
-                for l in logs_of(&a.logs) {
-                    logs.push(json!({"attempt": a.attempt, "at": l.at.to_string(), "level": l.level, "message": l.message}));
-                }
-            }
-            for l in logs_of(&s.logs) {
-                logs.push(json!({"attempt": s.attempt, "at": l.at.to_string(), "level": l.level, "message": l.message}));
-            }
-            json!({
-                "id": s.id.to_string(),
-                "action": s.action,
-                "kind": s.kind,
-                "status": s.status,
-                "attempts": s.attempt,
-                "depth": s.depth,
-                "started_at": s.started_at.map(|t| t.to_string()),
-                "finished_at": s.finished_at.map(|t| t.to_string()),
-                "duration_ms": s.duration_ms,
-                "payload_bytes": s.payload_bytes,
-                "error": s.error,
-                "attempt_errors": s.failed_attempts.iter().map(|a| json!({"attempt": a.attempt, "error": a.error})).collect::<Vec<_>>(),
-                "logs": logs,
-            })
-        })
-        .collect();
-    json!({
-        "summary": {
-            "run": run.id.to_string(),
-            "workflow": run.workflow,
-            "status": run.status,
-            "error": run.error,
-            "end_reason": run.end_reason,
-            "steps": run.steps_total,
-            "started_at": run.created_at.to_string(),
-            "finished_at": run.finished_at.map(|t| t.to_string()),
-            "elapsed_ms": run.finished_at.map(|f| f.0 - run.created_at.0),
-            "wall_ms": wall.as_millis() as u64,
-        },
-        "state": state,
-        "steps": steps,
-    })
+    let mut doc = flowstate_server::view::run_document(run, steps, state);
+    doc["summary"]["wall_ms"] = json!(wall.as_millis() as u64);
+    doc
 }
 
 pub fn timeline(

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! text_enum {
     ($name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),* }
+        pub enum $name { $(#[serde(rename = $text)] $variant),* }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),*];
@@ -96,6 +95,18 @@ impl StepKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_uses_the_same_text() {
+        assert_eq!(
+            serde_json::to_string(&StepKind::CompleteHook).unwrap(),
+            "\"complete_hook\""
+        );
+        assert_eq!(
+            serde_json::from_str::<RunStatus>("\"cancelled\"").unwrap(),
+            RunStatus::Cancelled
+        );
+    }
 
     #[test]
     fn statuses_round_trip_through_text() {

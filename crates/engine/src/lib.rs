@@ -66,6 +66,8 @@ pub(crate) struct Inner<S, E> {
     /// Something changed: a step finished, a run was created.
     pub wake: Notify,
     pub inflight: AtomicUsize,
+    /// Shutting down: finish what runs, claim nothing more.
+    pub stopping: std::sync::atomic::AtomicBool,
     pub stats: Stats,
     pub code: Mutex<HashMap<VersionId, Arc<WorkflowCode>>>,
     pub runs: Mutex<HashMap<RunId, Arc<RunContext>>>,
@@ -88,6 +90,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
                 config,
                 wake: Notify::new(),
                 inflight: AtomicUsize::new(0),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 stats: Stats::default(),
                 code: Mutex::default(),
                 runs: Mutex::default(),

@@ -42,6 +42,7 @@ pub async fn drive<S: Store, E: StepExecutor>(
         };
         let inflight = inner.inflight.load(Ordering::SeqCst);
         if done {
+            inner.stopping.store(true, Ordering::SeqCst);
             if inflight == 0 {
                 return Ok(());
             }

@@ -215,7 +215,11 @@ async fn commit<S: Store, E: StepExecutor>(
         max_steps_per_run: limits.max_steps_per_run,
         blob_threshold: limits.blob_threshold,
         capture_state: inner.config.capture_final_state,
-        claim: 1 + free,
+        claim: if inner.stopping.load(Ordering::SeqCst) {
+            0
+        } else {
+            1 + free
+        },
         lease_until: now.plus(limits.step_wall + inner.config.lease_margin),
     };
     let mut outcome = inner.store.commit_step(c.clone()).await?;

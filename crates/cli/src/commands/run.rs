@@ -144,10 +144,8 @@ fn read_data(path: Option<&Path>) -> anyhow::Result<String> {
     })?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
-            "the data file {} is not JSON: {e} (line {}, column {}); --data takes a JSON file with the trigger's payload",
-            path.display(),
-            e.line(),
-            e.column()
+            "the data file {} is not JSON: {e}; --data takes a JSON file with the trigger's payload",
+            path.display()
         )
     })?;
     Ok(value.to_string())

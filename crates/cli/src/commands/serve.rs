@@ -1,0 +1,149 @@
+//! `flowstate serve`: the engine and the HTTP server in one process, on a
+//! SQLite file. SIGTERM or Ctrl-C stops taking requests, lets running steps
+//! finish (up to the grace period), and commits; whatever is left is
+//! retried on the next start.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use flowstate_core::limits::Limits;
+use flowstate_core::{Clock, WallClock};
+use flowstate_engine::{Engine, EngineConfig, Until};
+use flowstate_js::Sandbox;
+use flowstate_server::{ServerConfig, WorkflowSettings, router};
+use flowstate_store::{SqliteOptions, SqliteStore, Store};
+use tokio::sync::watch;
+
+use crate::args::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.limits.apply(Limits::default())?;
+    let store = Arc::new(
+        SqliteStore::open(SqliteOptions::from_arg(&args.db))
+            .with_context(|| format!("cannot open the database {}", args.db))?,
+    );
+    let sandbox = Sandbox::sized_to_cores();
+    let config = EngineConfig::new(limits, sandbox.workers());
+    let clock: Arc<dyn Clock> = Arc::new(WallClock);
+    let engine = Engine::new(store.clone(), Arc::new(sandbox), clock, config);
+    if let Some(dir) = &args.dir {
+        deploy_dir(&engine, dir).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let app = router(
+        engine.clone(),
+        ServerConfig {
+            api_token: args.api_token.clone(),
+            max_body_bytes: args.max_body * 1024,
+        },
+    );
+    eprintln!(
+        "flowstate listening on http://{addr} (database {})",
+        args.db
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let driver = {
+        let engine = engine.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { engine.drive(Until::Shutdown(stop)).await })
+    };
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    shutdown_signal().await;
+    eprintln!(
+        "flowstate: shutting down; letting running steps finish (up to {:?})",
+        args.shutdown_grace
+    );
+    let _ = stop_tx.send(true);
+    let finished = tokio::time::timeout(args.shutdown_grace, async {
+        let _ = server.await;
+        driver.await
+    })
+    .await;
+    match finished {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("flowstate: the engine stopped with an error: {e}"),
+        Ok(Err(e)) => eprintln!("flowstate: the engine task failed: {e}"),
+        Err(_) => eprintln!(
+            "flowstate: steps still running after the grace period are retried on the next start"
+        ),
+    }
+    store.flush().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM can be handled");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Deploys every `*.js` of `dir`; one that does not load stops the start.
+async fn deploy_dir<S: Store>(
+    engine: &Engine<S, Sandbox>,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the workflow directory {}", dir.display()))?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "js"))
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let source = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let settings_path = path.with_file_name(format!("{name}.settings.json"));
+        let settings: WorkflowSettings = match std::fs::read_to_string(&settings_path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!("{} is not valid workflow settings", settings_path.display())
+            })?,
+            Err(_) => WorkflowSettings::default(),
+        };
+        let version = match engine.deploy(&name, &source).await {
+            Ok(v) => v,
+            Err(e) => bail!("{} cannot be deployed: {e}", path.display()),
+        };
+        let now = engine.clock().now();
+        engine
+            .store()
+            .publish(
+                name.clone(),
+                version.id,
+                serde_json::to_string(&settings)?,
+                now,
+            )
+            .await?;
+        eprintln!("deployed {name} ({}) from {}", version.id, path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The HTTP face of flowstate: triggers (`/hooks/<workflow>`) and the
+//! management API (`/api/...`), over an [`Engine`]. Every error is JSON with
+//! a message that says what to do; nothing is recorded for a request that is
+//! refused.
+
+mod auth;
+mod error;
+mod runs;
+pub mod settings;
+pub mod signature;
+mod triggers;
+pub mod view;
+mod workflows;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use flowstate_core::executor::StepExecutor;
+use flowstate_engine::Engine;
+use flowstate_store::Store;
+
+pub use error::ApiError;
+pub use settings::WorkflowSettings;
+
+/// How the server answers, apart from the engine's limits.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// When set, `/api/*` requires `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            api_token: None,
+            max_body_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct App<S, E> {
+    pub engine: Engine<S, E>,
+    pub config: ServerConfig,
+}
+
+pub type Shared<S, E> = Arc<App<S, E>>;
+
+pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerConfig) -> Router {
+    let app = Arc::new(App { engine, config });
+    let api = Router::new()
+        .route("/api/workflows", get(workflows::list::<S, E>))
+        .route(
+            "/api/workflows/{name}",
+            put(workflows::deploy::<S, E>)
+                .get(workflows::show::<S, E>)
+                .delete(workflows::remove::<S, E>),
+        )
+        .route("/api/workflows/{name}/runs", post(triggers::manual::<S, E>))
+        .route("/api/runs", get(runs::list::<S, E>))
+        .route("/api/runs/{id}", get(runs::show::<S, E>))
+        .route("/api/runs/{id}/cancel", post(runs::cancel::<S, E>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token::<S, E>,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/hooks/{name}", post(triggers::webhook::<S, E>))
+        .fallback(error::not_found)
+        .with_state(app)
+}

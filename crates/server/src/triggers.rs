@@ -1,0 +1,186 @@
+//! Triggers that start runs: webhooks (`POST /hooks/<workflow>`) and manual
+//! runs (`POST /api/workflows/<workflow>/runs`). A webhook is answered `202`
+//! only once its run is durably recorded; a refused one records nothing.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use flowstate_core::executor::StepExecutor;
+use flowstate_core::json::human_bytes;
+use flowstate_store::{DeliveryKey, Store, VersionRecord};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::settings::{DEFAULT_DEDUPE_TTL_SECS, WorkflowSettings};
+use crate::signature;
+use crate::{ApiError, Shared};
+
+/// Headers kept out of run history: they carry credentials.
+const PRIVATE_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// Reads the whole body, refusing one over `limit` with a 413.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is over the server's limit of {}; send less (pass references, not data) or raise --max-body",
+                human_bytes(limit)
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// The body as `data`: JSON when it is JSON (malformed JSON with a JSON
+/// content type is refused), otherwise the text itself, `null` if empty.
+fn body_data(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let declared_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("null".into());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => Ok(v.to_string()),
+        Err(e) if declared_json => Err(ApiError::bad_request(format!(
+            "the body is not valid JSON: {e}; fix the JSON, or send another content type to receive the body as text"
+        ))),
+        Err(_) => Ok(Value::String(String::from_utf8_lossy(body).into_owned()).to_string()),
+    }
+}
+
+/// Request headers as a JSON object, lower-cased names, credentials left out.
+fn headers_json(headers: &HeaderMap) -> String {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        if PRIVATE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match map.get_mut(name.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&value);
+            }
+            _ => {
+                map.insert(name.as_str().to_string(), Value::String(value));
+            }
+        }
+    }
+    Value::Object(map).to_string()
+}
+
+async fn live_version<S: Store, E: StepExecutor>(
+    app: &Shared<S, E>,
+    name: &str,
+) -> Result<(VersionRecord, WorkflowSettings), ApiError> {
+    let store = app.engine.store();
+    let w = store
+        .workflow(name.to_string())
+        .await?
+        .ok_or_else(|| ApiError::unknown_workflow(name))?;
+    let settings = serde_json::from_str(&w.settings).unwrap_or_default();
+    Ok((store.version(w.version).await?, settings))
+}
+
+pub async fn webhook<S: Store, E: StepExecutor>(
+    State(app): State<Shared<S, E>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (version, settings) = live_version(&app, &name).await?;
+    let body = read_body(body, &headers, app.config.max_body_bytes).await?;
+    signature::verify(&settings.webhook, &headers, &body)
+        .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
+    let data = body_data(&headers, &body)?;
+    let delivery = settings.webhook.dedupe_header.as_deref().and_then(|h| {
+        let id = headers.get(h)?.to_str().ok()?.trim();
+        (!id.is_empty()).then(|| DeliveryKey {
+            key: id.to_string(),
+            ttl_ms: settings
+                .webhook
+                .dedupe_ttl_secs
+                .unwrap_or(DEFAULT_DEDUPE_TTL_SECS)
+                .saturating_mul(1000) as i64,
+        })
+    });
+    let created = app
+        .engine
+        .trigger(&version, data, headers_json(&headers), delivery)
+        .await?;
+    if created.duplicate {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({ "run": created.run.to_string(), "duplicate": true })),
+        ));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": created.run.to_string(), "status": "accepted" })),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualRun {
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    headers: Map<String, Value>,
+}
+
+pub async fn manual<S: Store, E: StepExecutor>(
+    State(app): State<Shared<S, E>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (version, _) = live_version(&app, &name).await?;
+    let body = read_body(body, &headers, app.config.max_body_bytes).await?;
+    let req: ManualRun = if body.iter().all(u8::is_ascii_whitespace) {
+        ManualRun::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "a manual run takes {{\"data\": <the trigger's data>, \"headers\": {{\"name\": \"value\"}}}}: {e}"
+            ))
+        })?
+    };
+    let headers: Map<String, Value> = req
+        .headers
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => Value::String(s),
+                other => Value::String(other.to_string()),
+            };
+            (k.to_ascii_lowercase(), v)
+        })
+        .collect();
+    let created = app
+        .engine
+        .trigger(
+            &version,
+            req.data.to_string(),
+            Value::Object(headers).to_string(),
+            None,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "run": created.run.to_string(), "status": "accepted" })),
+    ))
+}
