@@ -135,7 +135,10 @@ pub enum Scenario {
     Fanout,
     /// One run of N sequential zero-delay steps.
     Chain,
-    /// Both.
+    /// Webhooks at a fixed offered rate against an in-process server:
+    /// accepted per second and acknowledgement latency.
+    Webhooks,
+    /// fanout, chain and webhooks.
     All,
 }
 
@@ -155,12 +158,21 @@ pub struct BenchArgs {
     /// JS worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// synchronous=NORMAL: survives a crash, not a power loss (default FULL).
+    /// Skip syncing the WAL: survives a process crash, not a power loss.
     #[arg(long)]
     pub relaxed_durability: bool,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// webhooks: offered rate, requests per second (0: as fast as possible).
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// webhooks: how long to offer load, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// webhooks: concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {

@@ -44,12 +44,19 @@ impl Default for ServerConfig {
 pub struct App<S, E> {
     pub engine: Engine<S, E>,
     pub config: ServerConfig,
+    /// Live versions by workflow name, so a trigger does not read the
+    /// version (and its source) on every request.
+    pub live: triggers::LiveCache,
 }
 
 pub type Shared<S, E> = Arc<App<S, E>>;
 
 pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerConfig) -> Router {
-    let app = Arc::new(App { engine, config });
+    let app = Arc::new(App {
+        engine,
+        config,
+        live: Default::default(),
+    });
     let api = Router::new()
         .route("/api/workflows", get(workflows::list::<S, E>))
         .route(

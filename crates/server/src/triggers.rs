@@ -2,6 +2,10 @@
 //! runs (`POST /api/workflows/<workflow>/runs`). A webhook is answered `202`
 //! only once its run is durably recorded; a refused one records nothing.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -82,17 +86,51 @@ fn headers_json(headers: &HeaderMap) -> String {
     Value::Object(map).to_string()
 }
 
+/// How long a cached live version is trusted; a deploy through this server
+/// replaces it at once, one made elsewhere (another node) within this time.
+const LIVE_TTL: Duration = Duration::from_secs(1);
+
+pub type Live = Arc<(VersionRecord, WorkflowSettings)>;
+
+#[derive(Default)]
+pub struct LiveCache(Mutex<HashMap<String, (Instant, Live)>>);
+
+impl LiveCache {
+    pub fn forget(&self, name: &str) {
+        self.0
+            .lock()
+            .expect("the cache lock is never poisoned")
+            .remove(name);
+    }
+}
+
 async fn live_version<S: Store, E: StepExecutor>(
     app: &Shared<S, E>,
     name: &str,
-) -> Result<(VersionRecord, WorkflowSettings), ApiError> {
+) -> Result<Live, ApiError> {
+    if let Some((at, live)) = app
+        .live
+        .0
+        .lock()
+        .expect("the cache lock is never poisoned")
+        .get(name)
+        && at.elapsed() < LIVE_TTL
+    {
+        return Ok(live.clone());
+    }
     let store = app.engine.store();
     let w = store
         .workflow(name.to_string())
         .await?
         .ok_or_else(|| ApiError::unknown_workflow(name))?;
     let settings = serde_json::from_str(&w.settings).unwrap_or_default();
-    Ok((store.version(w.version).await?, settings))
+    let live: Live = Arc::new((store.version(w.version).await?, settings));
+    app.live
+        .0
+        .lock()
+        .expect("the cache lock is never poisoned")
+        .insert(name.to_string(), (Instant::now(), live.clone()));
+    Ok(live)
 }
 
 pub async fn webhook<S: Store, E: StepExecutor>(
@@ -101,7 +139,8 @@ pub async fn webhook<S: Store, E: StepExecutor>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (version, settings) = live_version(&app, &name).await?;
+    let live = live_version(&app, &name).await?;
+    let (version, settings) = (&live.0, &live.1);
     let body = read_body(body, &headers, app.config.max_body_bytes).await?;
     signature::verify(&settings.webhook, &headers, &body)
         .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
@@ -119,7 +158,7 @@ pub async fn webhook<S: Store, E: StepExecutor>(
     });
     let created = app
         .engine
-        .trigger(&version, data, headers_json(&headers), delivery)
+        .trigger(version, data, headers_json(&headers), delivery)
         .await?;
     if created.duplicate {
         return Ok((
@@ -148,7 +187,8 @@ pub async fn manual<S: Store, E: StepExecutor>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (version, _) = live_version(&app, &name).await?;
+    let live = live_version(&app, &name).await?;
+    let version = &live.0;
     let body = read_body(body, &headers, app.config.max_body_bytes).await?;
     let req: ManualRun = if body.iter().all(u8::is_ascii_whitespace) {
         ManualRun::default()
@@ -173,7 +213,7 @@ pub async fn manual<S: Store, E: StepExecutor>(
     let created = app
         .engine
         .trigger(
-            &version,
+            version,
             req.data.to_string(),
             Value::Object(headers).to_string(),
             None,

@@ -181,7 +181,9 @@ pub async fn remove<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if app.engine.store().remove_workflow(name.clone()).await? {
+    let removed = app.engine.store().remove_workflow(name.clone()).await?;
+    app.live.forget(&name);
+    if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::unknown_workflow(&name))

@@ -1,5 +1,6 @@
 //! One module per command.
 
 pub mod bench;
+mod bench_webhooks;
 pub mod run;
 pub mod serve;

@@ -6,10 +6,19 @@
 //! small committer thread commits when a reply that needs durability is
 //! waiting, or when the transaction is `MAX_BATCH_TIME` old.
 //!
+//! Durability without stalling: SQLite runs in WAL mode with
+//! `synchronous=NORMAL`, so COMMIT appends to the WAL without syncing; the
+//! committer then `fdatasync`s the WAL file itself, after releasing the
+//! lock, so other operations go on while the disk syncs. Callers that need
+//! durability wait for the *synced* generation. (Under NORMAL, SQLite still
+//! syncs around checkpoints; a transaction is durable once its WAL frames
+//! are synced.) `relaxed_durability` skips the sync: survives a process
+//! crash, not a power loss.
+//!
 //! State-op results return before their transaction commits: the step's own
 //! commit comes later in the same log, so nothing is acknowledged early
 //! (DESIGN.md part 2). Replies that leave the process (a created run, a
-//! flush) wait for the commit that holds them.
+//! flush) wait for the sync that holds them.
 
 mod admin;
 mod schema;
@@ -50,7 +59,7 @@ pub struct SqliteOptions {
     pub path: Option<PathBuf>,
     /// Where large payloads go; defaults to `<db>.blobs/` beside the file.
     pub blob_dir: Option<PathBuf>,
-    /// `synchronous=NORMAL` instead of `FULL`: survives a process crash but
+    /// Do not sync the WAL before acknowledging: survives a process crash but
     /// not a power loss. Off by default; acknowledged steps survive both.
     pub relaxed_durability: bool,
 }
@@ -76,6 +85,8 @@ struct Shared {
 
 struct State {
     writer: Writer,
+    /// The WAL file, synced after each commit (file databases only).
+    wal: Option<WalSync>,
     /// When the open transaction began, if one is open.
     open_since: Option<Instant>,
     /// Commits so far; the open transaction will be number `generation + 1`.
@@ -104,7 +115,7 @@ impl SqliteStore {
             None => Connection::open_in_memory(),
         }
         .map_err(db_err)?;
-        configure(&conn, &opts)?;
+        configure(&conn)?;
         schema::migrate(&conn)?;
         conn.execute(sql::RELEASE_ORPHANED_STEPS, [])
             .map_err(db_err)?;
@@ -115,6 +126,10 @@ impl SqliteStore {
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                wal: match (&opts.path, opts.relaxed_durability) {
+                    (Some(path), false) => Some(WalSync::new(sibling_wal(path))),
+                    _ => None,
+                },
                 writer: Writer::new(conn, blobs),
                 open_since: None,
                 generation: 0,
@@ -233,7 +248,17 @@ fn committer_loop(shared: &Shared) {
             st.generation += 1;
             st.writer.after_commit();
             let generation = st.generation;
+            let wal = st.wal.clone();
+            // Sync outside the lock: the next batch fills while the disk works.
+            drop(st);
+            if let Some(wal) = wal {
+                wal.sync();
+            }
             shared.committed.send_replace(generation);
+            st = shared
+                .state
+                .lock()
+                .expect("the store lock is never poisoned");
             continue;
         }
         if st.shutdown {
@@ -251,6 +276,54 @@ fn committer_loop(shared: &Shared) {
     }
 }
 
+/// The database's WAL file, opened on first use (it exists once the first
+/// transaction has committed) and synced to make commits durable.
+#[derive(Clone)]
+struct WalSync {
+    path: PathBuf,
+    file: Arc<std::sync::OnceLock<File>>,
+}
+
+impl WalSync {
+    fn new(path: PathBuf) -> Self {
+        WalSync {
+            path,
+            file: Arc::default(),
+        }
+    }
+
+    fn sync(&self) {
+        let file = match self.file.get() {
+            Some(f) => f,
+            None => match File::open(&self.path) {
+                Ok(f) => self.file.get_or_init(|| f),
+                Err(e) => fatal(&format!(
+                    "cannot open the WAL file {} to sync it: {e}",
+                    self.path.display()
+                )),
+            },
+        };
+        if let Err(e) = file.sync_data() {
+            fatal(&format!(
+                "cannot sync the WAL file {}: {e}",
+                self.path.display()
+            ));
+        }
+    }
+}
+
+fn sibling_wal(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push("-wal");
+    db.with_file_name(name)
+}
+
+fn fatal(message: &str) -> ! {
+    tracing::error!("{message}; stopping so that no unrecorded work is acknowledged");
+    eprintln!("flowstate: fatal: {message}");
+    std::process::abort();
+}
+
 fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
@@ -265,21 +338,28 @@ fn fatal_on_error(r: rusqlite::Result<()>, what: &str) {
     }
 }
 
-fn configure(conn: &Connection, opts: &SqliteOptions) -> Result<()> {
-    let sync = if opts.relaxed_durability {
-        "NORMAL"
-    } else {
-        "FULL"
-    };
-    conn.execute_batch(&format!(
+fn configure(conn: &Connection) -> Result<()> {
+    // NORMAL: commits append to the WAL without syncing; the committer
+    // syncs the WAL itself, outside the lock (see the module doc).
+    conn.execute_batch(
         "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = {sync};
+         PRAGMA synchronous = NORMAL;
          PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -65536;"
-    ))
+         PRAGMA cache_size = -65536;",
+    )
     .map_err(db_err)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on bound values: otherwise SQLite re-prepares
+    // a statement whenever a value that could change its plan changes (e.g.
+    // a claim's `LIMIT ?`), which costs more than the statement itself.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(db_err)?;
+    // Room for every statement the store runs (about 60), so none is ever
+    // evicted and prepared again on a hot path.
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(())
 }
 
