@@ -28,8 +28,112 @@ pub enum Command {
     Run(RunArgs),
     /// Serve webhooks and the management API, and run workflows durably.
     Serve(ServeArgs),
+    /// Deploy a workflow file to a server (a new version; running runs keep theirs).
+    Deploy(DeployArgs),
+    /// Start a run of a deployed workflow on a server.
+    Trigger(TriggerArgs),
+    /// Look at and manage a server's runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// Measure the engine on built-in scenarios.
     Bench(BenchArgs),
+}
+
+/// Where the server is, for the client commands.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "FLOWSTATE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// The server's API token, if it requires one.
+    #[arg(long, env = "FLOWSTATE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// The workflow's name (default: the file name without .js).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Require webhooks to be signed with this secret.
+    #[arg(long, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+    /// How webhooks are signed: shopify or hmac-sha256.
+    #[arg(long, value_name = "SCHEME")]
+    pub signature: Option<String>,
+    /// For hmac-sha256: the header carrying the signature (default x-signature).
+    #[arg(long, value_name = "HEADER")]
+    pub signature_header: Option<String>,
+    /// A header identifying each delivery; a redelivery starts no run.
+    #[arg(long, value_name = "HEADER")]
+    pub dedupe_header: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TriggerArgs {
+    /// The deployed workflow's name.
+    pub workflow: String,
+    /// A JSON file with the trigger's data.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// A trigger header, as name=value (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Wait for the run to finish and print its timeline; exit 0 only if it completed.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List(RunsListArgs),
+    /// A run's steps, attempts, logs, errors and (while it runs) its state.
+    Show(RunArgsId),
+    /// A run's log lines, oldest first.
+    Logs(RunArgsId),
+    /// Cancel an unfinished run.
+    Cancel(RunArgsId),
+}
+
+#[derive(Args, Debug)]
+pub struct RunsListArgs {
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// queued, running, waiting, completed, failed, ended or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Only runs older than this one (for paging).
+    #[arg(long, value_name = "RUN")]
+    pub before: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgsId {
+    /// The run, e.g. run_12.
+    pub run: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Args, Debug)]
@@ -175,7 +279,7 @@ pub struct BenchArgs {
     pub connections: usize,
 }
 
-fn parse_header(s: &str) -> Result<(String, String), String> {
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((name, value)) if !name.trim().is_empty() => {
             Ok((name.trim().to_ascii_lowercase(), value.to_string()))

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(a) => commands::run::run(a).await,
             Command::Serve(a) => commands::serve::run(a).await,
+            Command::Deploy(a) => commands::client::deploy(a),
+            Command::Trigger(a) => commands::client::trigger(a),
+            Command::Runs { command } => commands::client::runs(command),
             Command::Bench(a) => commands::bench::run(a).await,
         }
     });

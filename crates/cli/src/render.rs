@@ -1,11 +1,11 @@
-//! What `flowstate run` prints: a timeline for people, one JSON document
-//! (DESIGN.md 1.8) for programs.
+//! What the CLI prints about runs: a timeline for people, rendered from the
+//! same JSON document the API serves and `--json` prints (DESIGN.md 1.8),
+//! so `flowstate run` and `flowstate runs show` look alike.
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use flowstate_core::delay::format_duration;
-use flowstate_core::executor::LogLine;
 use flowstate_core::json::human_bytes;
 use flowstate_store::{RunRecord, StepRecord};
 use serde_json::{Value, json};
@@ -13,10 +13,6 @@ use serde_json::{Value, json};
 /// Rows shown before the timeline is cut short (the rest: --json).
 const HEAD_ROWS: usize = 40;
 const TAIL_ROWS: usize = 10;
-
-fn logs_of(text: &str) -> Vec<LogLine> {
-    serde_json::from_str(text).unwrap_or_default()
-}
 
 /// `flowstate run --json`: the API's run document plus the wall time.
 pub fn json_document(
@@ -30,31 +26,40 @@ pub fn json_document(
     doc
 }
 
-pub fn timeline(
-    run: &RunRecord,
-    steps: &[StepRecord],
-    state: &[(String, String)],
-    wall: Duration,
-    virtual_time: bool,
-) -> String {
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn ms(v: &Value) -> Option<Duration> {
+    v.as_i64().map(|m| Duration::from_millis(m.max(0) as u64))
+}
+
+/// The timeline of a run document; `clock` says how the time was spent.
+pub fn timeline(doc: &Value, clock: Option<String>) -> String {
+    let summary = &doc["summary"];
     let mut out = String::new();
-    let _ = writeln!(out, "{} of workflow '{}'\n", run.id, run.workflow);
+    let _ = writeln!(
+        out,
+        "{} of workflow '{}'\n",
+        text(&summary["run"]),
+        text(&summary["workflow"])
+    );
     let _ = writeln!(
         out,
         "  {:<10} {:<24} {:<10} {:>3} {:>5} {:>10} {:>9}",
         "step", "action", "status", "try", "depth", "at", "took"
     );
-    let shown: Vec<(usize, &StepRecord)> = if steps.len() > HEAD_ROWS + TAIL_ROWS {
-        steps
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i < HEAD_ROWS || *i >= steps.len() - TAIL_ROWS)
-            .collect()
-    } else {
-        steps.iter().enumerate().collect()
-    };
+    let empty = Vec::new();
+    let steps = doc["steps"].as_array().unwrap_or(&empty);
     let mut last = 0;
-    for (i, s) in shown {
+    for (i, s) in steps.iter().enumerate() {
+        if steps.len() > HEAD_ROWS + TAIL_ROWS && i >= HEAD_ROWS && i < steps.len() - TAIL_ROWS {
+            continue;
+        }
         if i > last + 1 {
             let _ = writeln!(
                 out,
@@ -63,93 +68,106 @@ pub fn timeline(
             );
         }
         last = i;
-        let at = s
-            .started_at
-            .map(|t| format!("+{}", format_duration(t.since(run.created_at))))
+        let at = ms(&s["offset_ms"])
+            .map(|d| format!("+{}", format_duration(d)))
             .unwrap_or_else(|| "-".into());
-        let took = s
-            .duration_ms
-            .map(|d| format!("{d}ms"))
-            .unwrap_or_else(|| "-".into());
+        let took = match s["duration_ms"].as_u64() {
+            Some(0) => "<1ms".to_string(),
+            Some(d) => format!("{d}ms"),
+            None => "-".into(),
+        };
         let _ = writeln!(
             out,
             "  {:<10} {:<24} {:<10} {:>3} {:>5} {:>10} {:>9}",
-            s.id.to_string(),
-            truncate(&s.action, 24),
-            s.status.as_str(),
-            s.attempt,
-            s.depth,
+            text(&s["id"]),
+            truncate(&text(&s["action"]), 24),
+            text(&s["status"]),
+            text(&s["attempts"]),
+            text(&s["depth"]),
             at,
             took
         );
-        for a in &s.failed_attempts {
-            for l in logs_of(&a.logs) {
-                let _ = writeln!(
-                    out,
-                    "             {:<5} {}",
-                    format!("{:?}", l.level).to_lowercase(),
-                    indent(&l.message)
-                );
-            }
-            if let Some(e) = &a.error {
-                let _ = writeln!(
-                    out,
-                    "             retry attempt {} failed: {}: {}",
-                    a.attempt,
-                    e.name,
-                    indent(&e.message)
-                );
-            }
-        }
-        for l in logs_of(&s.logs) {
+        let attempt_errors = s["attempt_errors"].as_array().unwrap_or(&empty);
+        for l in s["logs"].as_array().unwrap_or(&empty) {
             let _ = writeln!(
                 out,
                 "             {:<5} {}",
-                format!("{:?}", l.level).to_lowercase(),
-                indent(&l.message)
+                text(&l["level"]),
+                indent(&text(&l["message"]))
             );
         }
-        if let Some(e) = &s.error {
-            let _ = writeln!(out, "             error {}: {}", e.name, indent(&e.message));
-            if let Some(stack) = &e.stack {
+        for a in attempt_errors {
+            let e = &a["error"];
+            let _ = writeln!(
+                out,
+                "             retry attempt {} failed: {}: {}",
+                text(&a["attempt"]),
+                text(&e["name"]),
+                indent(&text(&e["message"]))
+            );
+        }
+        if s["error"].is_object() {
+            let e = &s["error"];
+            let _ = writeln!(
+                out,
+                "             error {}: {}",
+                text(&e["name"]),
+                indent(&text(&e["message"]))
+            );
+            if let Some(stack) = e["stack"].as_str() {
                 for line in stack.lines().filter(|l| !l.trim().is_empty()).take(5) {
                     let _ = writeln!(out, "                   {}", line.trim());
                 }
             }
         }
-        if s.payload_bytes > 1_500_000 {
+        if s["payload_bytes"].as_u64().is_some_and(|b| b > 1_500_000) {
+            let bytes = s["payload_bytes"].as_u64().unwrap_or(0) as usize;
             let _ = writeln!(
                 out,
                 "             payload {} (kept in the blob store)",
-                human_bytes(s.payload_bytes as usize)
+                human_bytes(bytes)
             );
         }
     }
-    let _ = writeln!(out, "\nrun state at the end:");
-    if state.is_empty() {
-        let _ = writeln!(out, "  (empty)");
+    let _ = writeln!(
+        out,
+        "\nrun state{}:",
+        if summary["finished_at"].is_null() {
+            " (live)"
+        } else {
+            " at the end"
+        }
+    );
+    match doc["state"].as_object() {
+        Some(state) if !state.is_empty() => {
+            for (k, v) in state {
+                let _ = writeln!(out, "  {k} = {}", truncate(&v.to_string(), 200));
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "  (empty)");
+        }
     }
-    for (k, v) in state {
-        let _ = writeln!(out, "  {k} = {}", truncate(v, 200));
+    let clock = clock.unwrap_or_else(|| match ms(&summary["elapsed_ms"]) {
+        Some(d) => format!("in {}", format_duration(d)),
+        None => "so far".into(),
+    });
+    let _ = writeln!(
+        out,
+        "\n{}: {} steps {clock}",
+        text(&summary["status"]),
+        text(&summary["steps"])
+    );
+    if summary["error"].is_object() {
+        let e = &summary["error"];
+        let _ = writeln!(
+            out,
+            "  failed because {}: {}",
+            text(&e["name"]),
+            text(&e["message"])
+        );
     }
-    let elapsed = run
-        .finished_at
-        .map(|f| f.since(run.created_at))
-        .unwrap_or_default();
-    let clock = if virtual_time {
-        format!(
-            "{} of workflow time in {} (fast-forward)",
-            format_duration(elapsed),
-            format_duration(wall)
-        )
-    } else {
-        format!("in {}", format_duration(wall))
-    };
-    let _ = writeln!(out, "\n{}: {} steps {clock}", run.status, run.steps_total);
-    if let Some(e) = &run.error {
-        let _ = writeln!(out, "  failed because {}: {}", e.name, e.message);
-    }
-    if let Some(reason) = &run.end_reason {
+    if let Some(reason) = summary["end_reason"].as_str() {
         let _ = writeln!(
             out,
             "  ended: {}",
@@ -163,7 +181,28 @@ pub fn timeline(
     out
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// One line per log line of a run, oldest first: `step attempt level message`.
+pub fn logs(doc: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    for s in doc["steps"].as_array().unwrap_or(&empty) {
+        for l in s["logs"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                out,
+                "{} {:<10} {:<20} #{} {:<5} {}",
+                text(&l["at"]),
+                text(&s["id"]),
+                truncate(&text(&s["action"]), 20),
+                text(&l["attempt"]),
+                text(&l["level"]),
+                text(&l["message"])
+            );
+        }
+    }
+    out
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

@@ -484,3 +484,80 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     assert!(!acked.is_empty());
     server.kill();
 }
+
+fn cli(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .args(args)
+        .env("FLOWSTATE_SERVER", &server.base)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_client_commands_deploy_trigger_and_inspect_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db"), &["--min-delay", "0"]);
+    let wf = dir.path().join("orders.js");
+    std::fs::write(&wf, ORDERS).unwrap();
+    let out = cli(&server, &["deploy", wf.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployed orders as ver_1"));
+
+    let data = dir.path().join("order.json");
+    std::fs::write(&data, r#"{"line_items": [{"quantity": 4}]}"#).unwrap();
+    let out = cli(
+        &server,
+        &[
+            "trigger",
+            "orders",
+            "--data",
+            data.to_str().unwrap(),
+            "--header",
+            "x-shopify-topic=manual",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["summary"]["status"], "completed");
+    let run = doc["summary"]["run"].as_str().unwrap().to_string();
+
+    let out = cli(&server, &["runs", "list", "--workflow", "orders", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["runs"][0]["run"], run.as_str());
+    let out = cli(&server, &["runs", "logs", &run]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("units 4 topic manual"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = cli(&server, &["runs", "show", &run]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("completed: 3 steps"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = cli(&server, &["runs", "cancel", &run]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already finished"));
+    let bad = dir.path().join("bad.js");
+    std::fs::write(&bad, "class Workflow {\n  start() { let = 1; }\n}").unwrap();
+    let out = cli(&server, &["deploy", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(line 2, column"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.kill();
+}

@@ -64,6 +64,14 @@ pub fn run_document(run: &RunRecord, steps: &[StepRecord], state: &[(String, Str
     json!({
         "summary": run_summary(run),
         "state": state,
-        "steps": steps.iter().map(step_view).collect::<Vec<_>>(),
+        "steps": steps
+            .iter()
+            .map(|s| {
+                let mut v = step_view(s);
+                // When the step started, from the run's start (e.g. "+1d").
+                v["offset_ms"] = json!(s.started_at.map(|t| t.0 - run.created_at.0));
+                v
+            })
+            .collect::<Vec<_>>(),
     })
 }

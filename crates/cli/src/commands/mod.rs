@@ -2,5 +2,6 @@
 
 pub mod bench;
 mod bench_webhooks;
+pub mod client;
 pub mod run;
 pub mod serve;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use flowstate_core::delay::format_duration;
 use flowstate_core::limits::Limits;
 use flowstate_core::status::RunStatus;
 use flowstate_core::{Clock, VirtualClock, WallClock};
@@ -104,14 +105,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .and_then(|f| f.state)
         .unwrap_or_default();
     let wall = started.elapsed();
+    let doc = render::json_document(&record, &steps, &state, wall);
     if args.json {
-        let doc = render::json_document(&record, &steps, &state, wall);
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!(
-            "{}",
-            render::timeline(&record, &steps, &state, wall, args.fast_forward)
-        );
+        let clock = args.fast_forward.then(|| {
+            let elapsed = record
+                .finished_at
+                .map(|f| f.since(record.created_at))
+                .unwrap_or_default();
+            format!(
+                "{} of workflow time in {} (fast-forward)",
+                format_duration(elapsed),
+                format_duration(wall)
+            )
+        });
+        let clock = clock.unwrap_or_else(|| format!("in {}", format_duration(wall)));
+        print!("{}", render::timeline(&doc, Some(clock)));
     }
     Ok(if record.status == RunStatus::Completed {
         ExitCode::SUCCESS
