@@ -301,8 +301,8 @@ fn list(a: RunsListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<10} {:<20} {:<10} {:>6} {:>8}  {:<24}  {}",
-        "run", "workflow", "status", "steps", "pending", "started", "finished"
+        "{:<10} {:<20} {:<10} {:>6} {:>8}  {:<24}  finished",
+        "run", "workflow", "status", "steps", "pending", "started"
     );
     for r in v["runs"].as_array().into_iter().flatten() {
         println!(
