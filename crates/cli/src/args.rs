@@ -18,8 +18,17 @@ pub struct Cli {
     /// Log what the engine does (or set FLOWSTATE_LOG, e.g. FLOWSTATE_LOG=debug).
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Log lines as text or as JSON objects (for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +163,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in KiB.
     #[arg(long, default_value_t = 5 * 1024, value_name = "KIB")]
     pub max_body: usize,
+    /// How long finished runs' history (steps, logs, errors) is kept.
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub retention: Duration,
     /// How long a shutdown waits for running steps before leaving them to
     /// be retried on the next start.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_flag_duration)]

@@ -118,6 +118,16 @@ fn must(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) 
     request(method, url, headers, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
 }
 
+fn get_text(url: &str) -> String {
+    agent()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 fn wait_for_run(server: &Server, run: &str, token: &[(&str, &str)]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -235,6 +245,18 @@ fn webhooks_run_workflows_and_bad_requests_record_nothing() {
         hook_step["logs"][0]["message"],
         "units 5 topic orders/create"
     );
+    let metrics = get_text(&server.url("/metrics"));
+    for line in [
+        "flowstate_runs_started_total 1",
+        "flowstate_runs_finished_total{status=\"completed\"} 1",
+        "flowstate_steps_total{outcome=\"committed\"} 4",
+        "flowstate_step_duration_seconds_count 4",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in:\n{metrics}"
+        );
+    }
     let (_, runs) = must(
         "GET",
         &server.url("/api/runs?workflow=orders&status=completed"),

@@ -8,11 +8,12 @@
 mod config;
 mod host;
 mod scheduler;
+mod stats;
 mod step;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flowstate_core::executor::{LoadError, StepExecutor, WorkflowCode};
 use flowstate_core::{Clock, RunId, VersionId};
@@ -25,6 +26,7 @@ use tokio::sync::{Mutex, Notify, watch};
 
 pub use config::EngineConfig;
 pub use scheduler::Until;
+pub use stats::{LATENCY_BUCKETS_MS, Stats};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -37,14 +39,6 @@ pub enum EngineError {
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
-
-/// Counters for progress lines and benchmarks.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub steps_committed: AtomicU64,
-    pub steps_retried: AtomicU64,
-    pub steps_failed: AtomicU64,
-}
 
 pub struct Engine<S, E> {
     inner: Arc<Inner<S, E>>,
@@ -171,6 +165,10 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             })
             .await?;
         if !created.duplicate {
+            self.inner
+                .stats
+                .runs_started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.wake.notify_one();
         }
         Ok(created)
@@ -185,6 +183,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             .cancel_run(run, self.inner.clock.now())
             .await?;
         if let Some(done) = &done {
+            self.inner.stats.run_finished(done.status);
             self.inner.runs.lock().await.remove(&run);
             self.inner.finished.send_modify(|f| {
                 f.insert(run, done.clone());

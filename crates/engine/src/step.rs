@@ -119,6 +119,7 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
     };
     let started = Instant::now();
     let report = inner.executor.execute(job).await;
+    inner.stats.step_latency.observe(started.elapsed());
     let duration_ms = started.elapsed().as_millis() as u64;
     let logs = serde_json::to_string(&report.logs).expect("log lines serialise");
     let now = inner.clock.now();
@@ -245,6 +246,7 @@ async fn commit<S: Store, E: StepExecutor>(
             if let Some(done) = finished {
                 // Tell the outside only once the end of the run is durable.
                 inner.store.flush().await?;
+                inner.stats.run_finished(done.status);
                 inner.runs.lock().await.remove(&done.run);
                 inner.finished.send_modify(|f| {
                     f.insert(done.run, done);

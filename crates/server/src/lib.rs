@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod metrics;
 mod runs;
 pub mod settings;
 pub mod signature;
@@ -76,6 +77,7 @@ pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerCon
     Router::new()
         .merge(api)
         .route("/hooks/{name}", post(triggers::webhook::<S, E>))
+        .route("/metrics", get(metrics::metrics::<S, E>))
         .fallback(error::not_found)
         .with_state(app)
 }

@@ -825,6 +825,36 @@ pub async fn a_cancelled_run_stops_and_its_steps_are_refused<S: Store>(s: S) {
     );
 }
 
+pub async fn history_is_pruned_after_retention_and_open_runs_are_kept<S: Store>(s: S) {
+    let (done, branches) = two_branches(&s, (false, false)).await;
+    for b in &branches {
+        s.commit_step(commit(b, succeed(vec![]), T0)).await.unwrap();
+    }
+    let open = new_run(&s, (false, false), "null").await;
+    let stats = s.queue_stats(Timestamp(T0.0 + 5)).await.unwrap();
+    assert_eq!(
+        stats,
+        QueueStats {
+            due: 1,
+            oldest_due: Some(T0)
+        },
+        "the open run's start is due"
+    );
+    assert_eq!(
+        s.prune_history(T0).await.unwrap(),
+        0,
+        "finished at T0 is not before T0"
+    );
+    assert_eq!(s.prune_history(Timestamp(T0.0 + 1)).await.unwrap(), 1);
+    assert!(s.run(done).await.unwrap().is_none());
+    assert!(s.steps(done).await.unwrap().is_empty());
+    assert!(
+        s.run(open).await.unwrap().is_some(),
+        "unfinished runs are never pruned"
+    );
+    assert_eq!(claim(&s, T0, 10).await.len(), 1);
+}
+
 /// Generates one test per conformance case for a store built by `$make`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -850,6 +880,7 @@ macro_rules! conformance_tests {
             workflows_are_published_listed_and_removed,
             runs_list_newest_first_with_filters_and_pages,
             a_cancelled_run_stops_and_its_steps_are_refused,
+            history_is_pruned_after_retention_and_open_runs_are_kept,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -104,6 +104,15 @@ pub struct WorkflowRecord {
     pub updated_at: Timestamp,
 }
 
+/// The queue as `/metrics` shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QueueStats {
+    /// Steps due now and not yet claimed.
+    pub due: u64,
+    /// The oldest due time among them: how far behind the timers are.
+    pub oldest_due: Option<Timestamp>,
+}
+
 /// Which runs to list, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
@@ -349,6 +358,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         workflow: Option<String>,
     ) -> impl Future<Output = Result<Vec<RunId>>> + Send;
+
+    fn queue_stats(&self, now: Timestamp) -> impl Future<Output = Result<QueueStats>> + Send;
+
+    /// Deletes the history (run, steps, attempts) of runs finished before
+    /// `before`, and delivery and dedupe keys expired by then. Returns how
+    /// many runs were pruned.
+    fn prune_history(&self, before: Timestamp) -> impl Future<Output = Result<u64>> + Send;
 
     /// Resolves once every write accepted before it is durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;

@@ -62,7 +62,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
     });
 
+    let pruner = tokio::spawn(prune_history(
+        store.clone(),
+        engine.clock().clone(),
+        args.retention,
+    ));
+    tracing::info!(%addr, db = %args.db, "serving");
+
     shutdown_signal().await;
+    pruner.abort();
     eprintln!(
         "flowstate: shutting down; letting running steps finish (up to {:?})",
         args.shutdown_grace
@@ -83,6 +91,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     store.flush().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often finished runs past the retention are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the history of runs that finished more than `retention` ago, at
+/// start and then hourly. Run state itself is deleted when a run ends.
+async fn prune_history(
+    store: Arc<SqliteStore>,
+    clock: Arc<dyn Clock>,
+    retention: std::time::Duration,
+) {
+    loop {
+        let cutoff = flowstate_core::Timestamp(clock.now().0 - retention.as_millis() as i64);
+        match store.prune_history(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                runs = n,
+                "pruned the history of finished runs past retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not prune run history; will try again"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
 }
 
 async fn shutdown_signal() {

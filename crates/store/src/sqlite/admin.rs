@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::writer::{Writer, run_record};
 use super::{db_err, sql};
-use crate::{FinishedRun, Result, RunFilter, RunRecord, WorkflowRecord};
+use crate::{FinishedRun, QueueStats, Result, RunFilter, RunRecord, WorkflowRecord};
 
 fn workflow_record(r: &Row<'_>) -> rusqlite::Result<WorkflowRecord> {
     Ok(WorkflowRecord {
@@ -112,5 +112,40 @@ impl Writer {
             status: RunStatus::Cancelled,
             state: None,
         }))
+    }
+
+    pub fn queue_stats(&mut self, now: Timestamp) -> Result<QueueStats> {
+        self.conn
+            .prepare_cached(sql::QUEUE_STATS)
+            .map_err(db_err)?
+            .query_row([now.0], |r| {
+                Ok(QueueStats {
+                    due: r.get::<_, i64>(0)? as u64,
+                    oldest_due: r.get::<_, Option<i64>>(1)?.map(Timestamp),
+                })
+            })
+            .map_err(db_err)
+    }
+
+    pub fn prune_history(&mut self, before: Timestamp) -> Result<u64> {
+        for q in [sql::PRUNE_ATTEMPTS, sql::PRUNE_STEPS] {
+            self.conn
+                .prepare_cached(q)
+                .map_err(db_err)?
+                .execute([before.0])
+                .map_err(db_err)?;
+        }
+        let runs = self
+            .conn
+            .prepare_cached(sql::PRUNE_RUNS)
+            .map_err(db_err)?
+            .execute([before.0])
+            .map_err(db_err)?;
+        self.conn
+            .prepare_cached(sql::PRUNE_DEDUPE)
+            .map_err(db_err)?
+            .execute([before.0])
+            .map_err(db_err)?;
+        Ok(runs as u64)
     }
 }

@@ -42,8 +42,8 @@ use tokio::sync::watch;
 use crate::blob::BlobStore;
 use crate::{
     ClaimRequest, ClaimedStep, CommitOutcome, CreatedRun, FinishedRun, NewRun, NewVersion,
-    OpContext, OpError, Result, RunContext, RunFilter, RunRecord, StepCommit, StepRecord,
-    StepRetry, Store, StoreError, VersionRecord, WorkflowRecord,
+    OpContext, OpError, QueueStats, Result, RunContext, RunFilter, RunRecord, StepCommit,
+    StepRecord, StepRetry, Store, StoreError, VersionRecord, WorkflowRecord,
 };
 use writer::Writer;
 
@@ -490,6 +490,20 @@ impl Store for SqliteStore {
         workflow: Option<String>,
     ) -> impl Future<Output = Result<Vec<RunId>>> + Send {
         self.call(false, move |w| w.unfinished_runs(workflow.as_deref()))
+    }
+
+    fn queue_stats(
+        &self,
+        now: flowstate_core::Timestamp,
+    ) -> impl Future<Output = Result<QueueStats>> + Send {
+        self.call(false, move |w| w.queue_stats(now))
+    }
+
+    fn prune_history(
+        &self,
+        before: flowstate_core::Timestamp,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        self.call(true, move |w| w.prune_history(before))
     }
 
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {

@@ -145,3 +145,13 @@ pub const CANCEL_RUN_STEPS: &str =
     "UPDATE steps SET status = 'cancelled', finished_at = ?2, lease_until = NULL
      WHERE run_id = ?1 AND status IN ('pending', 'running')
      RETURNING payload_blob";
+
+// Metrics and retention.
+pub const QUEUE_STATS: &str =
+    "SELECT count(*), min(due_at) FROM steps WHERE status = 'pending' AND due_at <= ?1";
+pub const PRUNE_ATTEMPTS: &str = "DELETE FROM step_attempts WHERE step_id IN (
+        SELECT s.id FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.finished_at < ?1)";
+pub const PRUNE_STEPS: &str =
+    "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at < ?1)";
+pub const PRUNE_RUNS: &str = "DELETE FROM runs WHERE finished_at < ?1";
+pub const PRUNE_DEDUPE: &str = "DELETE FROM dedupe_keys WHERE expires_at < ?1";
