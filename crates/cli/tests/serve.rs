@@ -583,3 +583,86 @@ fn the_client_commands_deploy_trigger_and_inspect_runs() {
     );
     server.kill();
 }
+
+#[test]
+fn the_http_trigger_answers_with_what_start_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("s.db"),
+        &["--min-delay", "0", "--max-retries", "0"],
+    );
+    let src = "class Workflow {
+        async start(data, headers, api) {
+            if (data.mode === 'json') return { total: data.qty * 2, sku: data.sku };
+            if (data.mode === 'response') return new Response('made it', { status: 201, headers: { 'X-Thing': 'yes' } });
+            if (data.mode === 'throw') throw new TypeError('no such order');
+            await api.scheduleNextStep({ delay: 0, action: 'later', payload: { sku: data.sku } });
+        }
+        async later({ sku }, headers, api) { api.log('later for', sku); }
+    }";
+    let (status, body) = must(
+        "PUT",
+        &server.url("/api/workflows/quote"),
+        &[],
+        Some(src.as_bytes()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let http = server.url(body["http_url"].as_str().unwrap());
+    assert_eq!(
+        body["http_url"].as_str().unwrap().len(),
+        "/http/".len() + 32
+    );
+
+    let json_body = br#"{"mode": "json", "qty": 3}"#;
+    let (status, answer) = must(
+        "POST",
+        &format!("{http}?sku=MUG"),
+        &[("content-type", "application/json")],
+        Some(json_body),
+    );
+    assert_eq!((status, answer), (200, json!({ "total": 6, "sku": "MUG" })));
+
+    let mut resp = agent()
+        .get(&format!("{http}?mode=response"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(resp.headers().get("x-thing").unwrap(), "yes");
+    assert!(resp.headers().get("x-flowstate-run").is_some());
+    assert_eq!(resp.body_mut().read_to_string().unwrap(), "made it");
+
+    let (status, answer) = must("GET", &format!("{http}?mode=none&sku=TEE"), &[], None);
+    assert_eq!((status, answer), (200, json!({ "success": true })));
+    let (_, runs) = must(
+        "GET",
+        &server.url("/api/runs?workflow=quote&limit=1"),
+        &[],
+        None,
+    );
+    let run = runs["runs"][0]["run"].as_str().unwrap().to_string();
+    let doc = wait_for_run(&server, &run, &[]);
+    assert_eq!(
+        doc["steps"][1]["logs"][0]["message"], "later for TEE",
+        "later steps run after the response"
+    );
+
+    let (status, answer) = must("GET", &format!("{http}?mode=throw"), &[], None);
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("TypeError: no such order"),
+        "{answer}"
+    );
+
+    for bad in ["/http/nope", "/http/0123456789abcdef0123456789abcdef"] {
+        let (status, answer) = must("POST", &server.url(bad), &[], Some(b"{}"));
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (404, Some("nothing here")),
+            "{bad}"
+        );
+    }
+    server.kill();
+}

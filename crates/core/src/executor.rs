@@ -169,10 +169,25 @@ pub enum StepResult {
     Ended { reason: String },
 }
 
+/// What a step method returned, for triggers that answer with it (HTTP).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Returned {
+    /// Any JSON value, as text.
+    Json(String),
+    /// A `Response` object: status, headers, body text.
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
     pub result: StepResult,
     pub logs: Vec<LogLine>,
+    /// What the method returned, if anything.
+    pub returned: Option<Returned>,
 }
 
 pub trait StepExecutor: Send + Sync + 'static {

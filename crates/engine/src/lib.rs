@@ -40,6 +40,16 @@ pub enum EngineError {
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
+/// A run whose `start` ran inline.
+#[derive(Debug)]
+pub struct InlineRun {
+    pub run: RunId,
+    /// What `start` returned.
+    pub returned: Option<flowstate_core::executor::Returned>,
+    /// Why `start` failed (it is retried in the background like any step).
+    pub error: Option<flowstate_core::executor::StepError>,
+}
+
 pub struct Engine<S, E> {
     inner: Arc<Inner<S, E>>,
 }
@@ -162,6 +172,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
                 has_complete_hook: version.info.has_complete_hook,
                 has_error_hook: version.info.has_error_hook,
                 now: self.inner.clock.now(),
+                claim_start: None,
             })
             .await?;
         if !created.duplicate {
@@ -172,6 +183,55 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             self.inner.wake.notify_one();
         }
         Ok(created)
+    }
+
+    /// Starts a run and runs its `start` step here and now, for triggers that
+    /// answer with what `start` returns (HTTP). Steps it scheduled go on in
+    /// the background. Durable when it returns.
+    pub async fn trigger_inline(
+        &self,
+        version: &VersionRecord,
+        data: String,
+        headers: String,
+    ) -> Result<InlineRun> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let lease = inner.config.limits.step_wall + inner.config.lease_margin;
+        let created = inner
+            .store
+            .create_run(NewRun {
+                delivery: None,
+                workflow: version.name.clone(),
+                version: version.id,
+                data,
+                headers,
+                has_complete_hook: version.info.has_complete_hook,
+                has_error_hook: version.info.has_error_hook,
+                now,
+                claim_start: Some(now.plus(lease)),
+            })
+            .await?;
+        inner.stats.runs_started.fetch_add(1, Ordering::Relaxed);
+        let start = created.start.ok_or_else(|| {
+            EngineError::Stuck("the new run's start step was not leased to its creator".into())
+        })?;
+        inner.inflight.fetch_add(1, Ordering::SeqCst);
+        let attempt = step::run_and_commit(inner, start).await;
+        if let Ok(a) = &attempt {
+            for other in a.claimed.iter().cloned() {
+                inner.inflight.fetch_add(1, Ordering::SeqCst);
+                step::spawn_process(inner.clone(), other);
+            }
+        }
+        inner.inflight.fetch_sub(1, Ordering::SeqCst);
+        inner.wake.notify_one();
+        let attempt = attempt?;
+        inner.store.flush().await?;
+        Ok(InlineRun {
+            run: created.run,
+            returned: attempt.returned,
+            error: attempt.error,
+        })
     }
 
     /// Cancels a run: pending steps are dropped, running ones lose their

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use flowstate_core::RunId;
 use flowstate_core::executor::{
-    ErrorKind, RunMeta, StepError, StepExecutor, StepJob, StepLimits, StepResult, WorkflowCode,
+    ErrorKind, Returned, RunMeta, StepError, StepExecutor, StepJob, StepLimits, StepResult,
+    WorkflowCode,
 };
 use flowstate_store::{
     ClaimedStep, CommitKind, CommitOutcome, NewChild, RunContext, StepCommit, StepRetry, Store,
@@ -35,8 +36,8 @@ pub async fn process<S: Store, E: StepExecutor>(inner: Arc<Inner<S, E>>, step: C
     while let Some(step) = next.take() {
         let id = step.id;
         match run_and_commit(&inner, step).await {
-            Ok(claimed) => {
-                let mut claimed = claimed.into_iter();
+            Ok(attempt) => {
+                let mut claimed = attempt.claimed.into_iter();
                 next = claimed.next();
                 for other in claimed {
                     inner.inflight.fetch_add(1, Ordering::SeqCst);
@@ -53,12 +54,21 @@ pub async fn process<S: Store, E: StepExecutor>(inner: Arc<Inner<S, E>>, step: C
     inner.wake.notify_one();
 }
 
-/// Runs one step attempt and records it; returns the due steps its commit
-/// claimed for this node.
-async fn run_and_commit<S: Store, E: StepExecutor>(
+/// How one attempt went, for its caller.
+pub struct Attempt {
+    /// Due steps its commit claimed for this node.
+    pub claimed: Vec<ClaimedStep>,
+    /// What the method returned.
+    pub returned: Option<Returned>,
+    /// Why it failed, if it did (it may be retried).
+    pub error: Option<StepError>,
+}
+
+/// Runs one step attempt and records it.
+pub async fn run_and_commit<S: Store, E: StepExecutor>(
     inner: &Arc<Inner<S, E>>,
     step: ClaimedStep,
-) -> Result<Vec<ClaimedStep>> {
+) -> Result<Attempt> {
     let limits = inner.config.limits.clone();
     let run = run_context(inner, step.run, step.kind.is_hook()).await?;
     let max_attempts = limits.max_retries + 1;
@@ -72,14 +82,20 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
                 "the step's worker was lost (process crash or node death) and it has used all {max_attempts} attempts"
             ),
         );
-        return commit(
+        let error_copy = error.clone();
+        let claimed = commit(
             inner,
             &step,
             CommitKind::FailedForGood { error },
             "[]".into(),
             0,
         )
-        .await;
+        .await?;
+        return Ok(Attempt {
+            claimed,
+            returned: None,
+            error: Some(error_copy),
+        });
     }
     let code = workflow_code(inner, &run).await?;
     let host = Arc::new(EngineHost {
@@ -122,8 +138,30 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
     inner.stats.step_latency.observe(started.elapsed());
     let duration_ms = started.elapsed().as_millis() as u64;
     let logs = serde_json::to_string(&report.logs).expect("log lines serialise");
+    let returned = report.returned.clone();
+    let error = match &report.result {
+        StepResult::Failed(e) => Some(e.clone()),
+        _ => None,
+    };
+    let claimed = record(inner, &step, report.result, logs, duration_ms).await?;
+    Ok(Attempt {
+        claimed,
+        returned,
+        error,
+    })
+}
+
+/// Commits an attempt's outcome, or schedules its retry.
+async fn record<S: Store, E: StepExecutor>(
+    inner: &Arc<Inner<S, E>>,
+    step: &ClaimedStep,
+    result: StepResult,
+    logs: String,
+    duration_ms: u64,
+) -> Result<Vec<ClaimedStep>> {
+    let limits = &inner.config.limits;
     let now = inner.clock.now();
-    match report.result {
+    match result {
         StepResult::Completed { scheduled } => {
             let children = scheduled
                 .into_iter()
@@ -135,7 +173,7 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
                 .collect();
             commit(
                 inner,
-                &step,
+                step,
                 CommitKind::Succeeded { children },
                 logs,
                 duration_ms,
@@ -143,14 +181,7 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
             .await
         }
         StepResult::Ended { reason } => {
-            commit(
-                inner,
-                &step,
-                CommitKind::Ended { reason },
-                logs,
-                duration_ms,
-            )
-            .await
+            commit(inner, step, CommitKind::Ended { reason }, logs, duration_ms).await
         }
         StepResult::Failed(error) => {
             // Hooks are not retried for throwing: a hook that throws is logged.
@@ -178,7 +209,7 @@ async fn run_and_commit<S: Store, E: StepExecutor>(
                 None => {
                     commit(
                         inner,
-                        &step,
+                        step,
                         CommitKind::FailedForGood { error },
                         logs,
                         duration_ms,

@@ -34,6 +34,7 @@ impl StepExecutor for FnExecutor {
             StepReport {
                 result,
                 logs: vec![],
+                returned: None,
             }
         }
     }

@@ -100,6 +100,7 @@ impl StepExecutor for Sandbox {
                     "the sandbox shut down before the step finished",
                 )),
                 logs: vec![],
+                returned: None,
             };
             if !sent {
                 return lost();
@@ -116,6 +117,7 @@ fn worker_loop(rx: Receiver<Work>, cache: Cache) {
             let report = StepReport {
                 result: StepResult::Failed(error),
                 logs: vec![],
+                returned: None,
             };
             (report, step::Teardown(None))
         };

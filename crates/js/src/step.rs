@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use flowstate_core::executor::{
-    ErrorKind, LogLevel, LogLine, ScheduledStep, StepError, StepJob, StepReport, StepResult,
+    ErrorKind, LogLevel, LogLine, Returned, ScheduledStep, StepError, StepJob, StepReport,
+    StepResult,
 };
 use flowstate_core::state::StateOp;
 use rquickjs::context::intrinsic;
@@ -104,6 +105,7 @@ pub fn run_step(job: StepJob, compiled: &Compiled) -> (StepReport, Teardown) {
             ),
         });
     }
+    let mut returned = None;
     let result = match (limit_hit.load(Ordering::SeqCst), outcome) {
         (LIMIT_CPU, _) => StepResult::Failed(StepError::new(
             ErrorKind::CpuLimit,
@@ -124,15 +126,19 @@ pub fn run_step(job: StepJob, compiled: &Compiled) -> (StepReport, Teardown) {
         _ if st.ended.is_some() => StepResult::Ended {
             reason: st.ended.take().unwrap_or_default(),
         },
-        (_, Ok(())) => StepResult::Completed {
-            scheduled: std::mem::take(&mut st.scheduled),
-        },
+        (_, Ok(value)) => {
+            returned = value;
+            StepResult::Completed {
+                scheduled: std::mem::take(&mut st.scheduled),
+            }
+        }
         (_, Err(e)) => StepResult::Failed(e),
     };
     (
         StepReport {
             result,
             logs: st.logs,
+            returned,
         },
         teardown,
     )
@@ -144,7 +150,7 @@ fn execute(
     state: &Rc<RefCell<StepState>>,
     limit_hit: &Arc<AtomicU8>,
     teardown: &mut Teardown,
-) -> Result<(), StepError> {
+) -> Result<Option<Returned>, StepError> {
     let rt = Runtime::new().map_err(internal)?;
     rt.set_memory_limit(job.limits.memory);
     rt.set_max_stack_size(JS_STACK_BYTES);
@@ -228,10 +234,31 @@ fn drive(ctx: &Ctx<'_>, promise: &Promise<'_>) {
     }
 }
 
-fn outcome_from(text: &str) -> Result<(), StepError> {
+/// Reads the prelude's report of how the method ended (see `runStep`).
+fn outcome_from(text: &str) -> Result<Option<Returned>, StepError> {
     let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
     if v["ok"] == serde_json::Value::Bool(true) {
-        return Ok(());
+        let r = &v["returned"];
+        if let Some(json) = r["json"].as_str() {
+            return Ok(Some(Returned::Json(json.to_string())));
+        }
+        if r["response"].is_object() {
+            let resp = &r["response"];
+            let headers = resp["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|pair| {
+                    Some((pair[0].as_str()?.to_string(), pair[1].as_str()?.to_string()))
+                })
+                .collect();
+            return Ok(Some(Returned::Response {
+                status: resp["status"].as_u64().unwrap_or(200) as u16,
+                headers,
+                body: resp["body"].as_str().unwrap_or_default().to_string(),
+            }));
+        }
+        return Ok(None);
     }
     let name = v["name"].as_str().unwrap_or("Error").to_string();
     let message = v["message"].as_str().unwrap_or_default().to_string();

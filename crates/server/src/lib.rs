@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod http_trigger;
 mod metrics;
 mod runs;
 pub mod settings;
@@ -16,13 +17,14 @@ mod workflows;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use flowstate_core::executor::StepExecutor;
 use flowstate_engine::Engine;
 use flowstate_store::Store;
 
 pub use error::ApiError;
 pub use settings::WorkflowSettings;
+pub use workflows::new_token;
 
 /// How the server answers, apart from the engine's limits.
 #[derive(Clone, Debug)]
@@ -78,6 +80,7 @@ pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerCon
         .merge(api)
         .route("/hooks/{name}", post(triggers::webhook::<S, E>))
         .route("/metrics", get(metrics::metrics::<S, E>))
+        .route("/http/{token}", any(http_trigger::http::<S, E>))
         .fallback(error::not_found)
         .with_state(app)
 }

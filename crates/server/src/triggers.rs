@@ -66,7 +66,7 @@ fn body_data(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
 }
 
 /// Request headers as a JSON object, lower-cased names, credentials left out.
-fn headers_json(headers: &HeaderMap) -> String {
+pub fn headers_json(headers: &HeaderMap) -> String {
     let mut map = Map::new();
     for (name, value) in headers {
         if PRIVATE_HEADERS.contains(&name.as_str()) {

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use flowstate_core::executor::StepExecutor;
-use flowstate_store::{Store, WorkflowRecord};
+use flowstate_store::{Publish, Store, WorkflowRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -103,7 +103,18 @@ pub async fn deploy<S: Store, E: StepExecutor>(
     let record = app
         .engine
         .store()
-        .publish(name.clone(), version.id, settings_json, now)
+        .publish(Publish {
+            name: name.clone(),
+            version: version.id,
+            settings: settings_json,
+            http_token: new_token().map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("no randomness for a trigger token: {e}"),
+                )
+            })?,
+            now,
+        })
         .await?;
     let status = if existed {
         StatusCode::OK
@@ -133,6 +144,7 @@ fn describe(
         },
         "settings": settings.redacted(),
         "webhook_url": format!("/hooks/{}", w.name),
+        "http_url": format!("/http/{}", w.http_token),
         "created_at": w.created_at.to_string(),
         "updated_at": w.updated_at.to_string(),
     });
@@ -140,6 +152,13 @@ fn describe(
         v["source"] = Value::String(source.to_string());
     }
     v
+}
+
+/// An unguessable secret for a workflow's HTTP trigger URL: 128 random bits.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn settings_of(w: &WorkflowRecord) -> WorkflowSettings {

@@ -51,6 +51,7 @@ async fn create<S: Store>(
         has_complete_hook: hooks.0,
         has_error_hook: hooks.1,
         now: T0,
+        claim_start: None,
     })
     .await
     .unwrap()
@@ -680,7 +681,8 @@ pub async fn a_redelivered_trigger_starts_no_second_run<S: Store>(s: S) {
         again,
         CreatedRun {
             run: first.run,
-            duplicate: true
+            duplicate: true,
+            start: None,
         }
     );
     let other = create(&s, (false, false), "{}", Some("webhook-2")).await;
@@ -705,10 +707,18 @@ pub async fn workflows_are_published_listed_and_removed<S: Store>(s: S) {
         })
         .await
         .unwrap();
+    let publish = |version, settings: &str, token: &str, now| Publish {
+        name: "orders".into(),
+        version,
+        settings: settings.into(),
+        http_token: token.into(),
+        now,
+    };
     let w = s
-        .publish("orders".into(), v.id, r#"{"x":1}"#.into(), T0)
+        .publish(publish(v.id, r#"{"x":1}"#, "tok1", T0))
         .await
         .unwrap();
+    assert_eq!(w.http_token, "tok1");
     assert_eq!(
         (w.name.as_str(), w.version, w.settings.as_str()),
         ("orders", v.id, r#"{"x":1}"#)
@@ -724,9 +734,16 @@ pub async fn workflows_are_published_listed_and_removed<S: Store>(s: S) {
         .unwrap();
     let later = Timestamp(T0.0 + 5);
     let w2 = s
-        .publish("orders".into(), v2.id, "{}".into(), later)
+        .publish(publish(v2.id, "{}", "tok2", later))
         .await
         .unwrap();
+    assert_eq!(w2.http_token, "tok1", "a redeploy keeps the workflow's URL");
+    assert_eq!(
+        s.workflow_by_token("tok1".into()).await.unwrap(),
+        Some(w2.clone())
+    );
+    assert_eq!(s.workflow_by_token("tok2".into()).await.unwrap(), None);
+    assert_eq!(s.workflow_by_token(String::new()).await.unwrap(), None);
     assert_eq!(
         (w2.version, w2.created_at, w2.updated_at),
         (v2.id, T0, later)
@@ -855,6 +872,51 @@ pub async fn history_is_pruned_after_retention_and_open_runs_are_kept<S: Store>(
     assert_eq!(claim(&s, T0, 10).await.len(), 1);
 }
 
+pub async fn an_inline_start_is_leased_to_its_creator<S: Store>(s: S) {
+    let v = s
+        .deploy(NewVersion {
+            name: "wf".into(),
+            source: "x".into(),
+            info: info(false, false),
+            now: T0,
+        })
+        .await
+        .unwrap();
+    let created = s
+        .create_run(NewRun {
+            delivery: None,
+            workflow: "wf".into(),
+            version: v.id,
+            data: r#"{"q":1}"#.into(),
+            headers: "{}".into(),
+            has_complete_hook: false,
+            has_error_hook: false,
+            now: T0,
+            claim_start: Some(Timestamp(T0.0 + LEASE)),
+        })
+        .await
+        .unwrap();
+    let start = created.start.expect("the start step comes back leased");
+    assert_eq!(
+        (
+            start.run,
+            start.action.as_str(),
+            start.attempt,
+            start.payload.as_str()
+        ),
+        (created.run, "start", 1, r#"{"q":1}"#)
+    );
+    assert!(claim(&s, T0, 10).await.is_empty(), "nobody else gets it");
+    op(&s, &start, 0, incr("n", 1.0)).await.unwrap();
+    let done = finished(
+        s.commit_step(commit(&start, succeed(vec![]), T0))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(done.state.unwrap(), vec![("n".into(), "1".into())]);
+}
+
 /// Generates one test per conformance case for a store built by `$make`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -881,6 +943,7 @@ macro_rules! conformance_tests {
             runs_list_newest_first_with_filters_and_pages,
             a_cancelled_run_stops_and_its_steps_are_refused,
             history_is_pruned_after_retention_and_open_runs_are_kept,
+            an_inline_start_is_leased_to_its_creator,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

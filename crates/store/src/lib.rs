@@ -84,13 +84,18 @@ pub struct NewRun {
     pub has_complete_hook: bool,
     pub has_error_hook: bool,
     pub now: Timestamp,
+    /// Lease the `start` step to the caller at once, until this time, so it
+    /// runs inline (the HTTP trigger answers with its return value).
+    pub claim_start: Option<Timestamp>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CreatedRun {
     pub run: RunId,
     /// The delivery was seen before: `run` is the run it started then.
     pub duplicate: bool,
+    /// The `start` step, already leased to the caller (see `NewRun::claim_start`).
+    pub start: Option<ClaimedStep>,
 }
 
 /// A deployed workflow: its live version and trigger settings.
@@ -100,8 +105,21 @@ pub struct WorkflowRecord {
     pub version: VersionId,
     /// JSON text of the workflow's settings.
     pub settings: String,
+    /// The secret of its HTTP trigger URL (`/http/<token>`), set at first deploy.
+    pub http_token: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub name: String,
+    pub version: VersionId,
+    /// JSON text of the settings.
+    pub settings: String,
+    /// Used only if the workflow is new.
+    pub http_token: String,
+    pub now: Timestamp,
 }
 
 /// The queue as `/metrics` shows it.
@@ -297,16 +315,15 @@ pub trait Store: Send + Sync + 'static {
     /// A delivery key seen within its TTL creates nothing.
     fn create_run(&self, r: NewRun) -> impl Future<Output = Result<CreatedRun>> + Send;
 
-    /// Makes `version` the live version of `name`, with these settings.
-    fn publish(
-        &self,
-        name: String,
-        version: VersionId,
-        settings: String,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<WorkflowRecord>> + Send;
+    /// Makes `version` the live version of `name`, with these settings. A
+    /// new workflow gets `http_token`; an existing one keeps its token.
+    fn publish(&self, p: Publish) -> impl Future<Output = Result<WorkflowRecord>> + Send;
     fn workflow(&self, name: String)
     -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send;
+    fn workflow_by_token(
+        &self,
+        token: String,
+    ) -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send;
     fn workflows(&self) -> impl Future<Output = Result<Vec<WorkflowRecord>>> + Send;
     /// Removes a deployed workflow; its runs and their history stay.
     fn remove_workflow(&self, name: String) -> impl Future<Output = Result<bool>> + Send;

@@ -14,7 +14,7 @@ use flowstate_core::{Clock, WallClock};
 use flowstate_engine::{Engine, EngineConfig, Until};
 use flowstate_js::Sandbox;
 use flowstate_server::{ServerConfig, router};
-use flowstate_store::{SqliteOptions, SqliteStore, Store};
+use flowstate_store::{Publish, SqliteOptions, SqliteStore, Store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -56,12 +56,13 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
     );
     let version = engine.deploy("orders", WORKFLOW).await?;
     store
-        .publish(
-            "orders".into(),
-            version.id,
-            "{}".into(),
-            engine.clock().now(),
-        )
+        .publish(Publish {
+            name: "orders".into(),
+            version: version.id,
+            settings: "{}".into(),
+            http_token: flowstate_server::new_token()?,
+            now: engine.clock().now(),
+        })
         .await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -11,8 +11,8 @@ use flowstate_core::limits::Limits;
 use flowstate_core::{Clock, WallClock};
 use flowstate_engine::{Engine, EngineConfig, Until};
 use flowstate_js::Sandbox;
-use flowstate_server::{ServerConfig, WorkflowSettings, router};
-use flowstate_store::{SqliteOptions, SqliteStore, Store};
+use flowstate_server::{ServerConfig, WorkflowSettings, new_token, router};
+use flowstate_store::{Publish, SqliteOptions, SqliteStore, Store};
 use tokio::sync::watch;
 
 use crate::args::ServeArgs;
@@ -168,12 +168,13 @@ async fn deploy_dir<S: Store>(
         let now = engine.clock().now();
         engine
             .store()
-            .publish(
-                name.clone(),
-                version.id,
-                serde_json::to_string(&settings)?,
+            .publish(Publish {
+                name: name.clone(),
+                version: version.id,
+                settings: serde_json::to_string(&settings)?,
+                http_token: new_token()?,
                 now,
-            )
+            })
             .await?;
         eprintln!("deployed {name} ({}) from {}", version.id, path.display());
     }

@@ -37,6 +37,56 @@ if (typeof host.typedArrays === 'function' && !('ArrayBuffer' in globalThis)) {
   }
 }
 
+// Headers and Response, as much of the web API as a step needs to answer an
+// HTTP trigger; case-insensitive names, insertion order kept.
+class Headers {
+  #map = new Map();
+  constructor(init) {
+    if (init == null) return;
+    const pairs = init instanceof Headers ? init.entries() : Array.isArray(init) ? init : Object.entries(init);
+    for (const [k, v] of pairs) this.append(k, v);
+  }
+  append(name, value) {
+    const key = String(name).toLowerCase();
+    const prev = this.#map.get(key);
+    this.#map.set(key, prev === undefined ? String(value) : `${prev}, ${value}`);
+  }
+  set(name, value) { this.#map.set(String(name).toLowerCase(), String(value)); }
+  get(name) { const v = this.#map.get(String(name).toLowerCase()); return v === undefined ? null : v; }
+  has(name) { return this.#map.has(String(name).toLowerCase()); }
+  delete(name) { this.#map.delete(String(name).toLowerCase()); }
+  forEach(fn, thisArg) { for (const [k, v] of this.#map) fn.call(thisArg, v, k, this); }
+  entries() { return this.#map.entries(); }
+  keys() { return this.#map.keys(); }
+  values() { return this.#map.values(); }
+  [Symbol.iterator]() { return this.#map.entries(); }
+}
+
+class Response {
+  #body;
+  constructor(body = null, init = {}) {
+    const status = init.status === undefined ? 200 : Number(init.status);
+    if (!Number.isInteger(status) || status < 200 || status > 599) {
+      throw new RangeError(`Response status must be an integer from 200 to 599, got ${init.status}`);
+    }
+    this.status = status;
+    this.statusText = init.statusText === undefined ? '' : String(init.statusText);
+    this.headers = new Headers(init.headers);
+    this.#body = body == null ? '' : typeof body === 'string' ? body : String(body);
+  }
+  static json(data, init = {}) {
+    const r = new Response(toJson(data, 'Response.json'), init);
+    if (!r.headers.has('content-type')) r.headers.set('content-type', 'application/json');
+    return r;
+  }
+  get ok() { return this.status >= 200 && this.status < 300; }
+  async text() { return this.#body; }
+  async json() { return JSON.parse(this.#body); }
+  bodyText() { return this.#body; }
+}
+globalThis.Headers = Headers;
+globalThis.Response = Response;
+
 class EndSignal {
   constructor(reason) {
     this.reason = reason;
@@ -221,7 +271,14 @@ export async function runStep(Workflow, kind, action, dataJson, headersJson, err
       if (info.stack) err.stack = info.stack;
       await method.call(instance, err, api);
     } else {
-      await method.call(instance, JSON.parse(dataJson), JSON.parse(headersJson), api);
+      const value = await method.call(instance, JSON.parse(dataJson), JSON.parse(headersJson), api);
+      if (value instanceof Response) {
+        const headers = [...value.headers.entries()];
+        return JSON.stringify({ ok: true, returned: { response: { status: value.status, headers, body: value.bodyText() } } });
+      }
+      if (value !== undefined) {
+        return JSON.stringify({ ok: true, returned: { json: toJson(value, `the value ${action} returned`) } });
+      }
     }
     return '{"ok":true}';
   } catch (e) {

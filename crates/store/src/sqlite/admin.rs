@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::writer::{Writer, run_record};
 use super::{db_err, sql};
-use crate::{FinishedRun, QueueStats, Result, RunFilter, RunRecord, WorkflowRecord};
+use crate::{FinishedRun, Publish, QueueStats, Result, RunFilter, RunRecord, WorkflowRecord};
 
 fn workflow_record(r: &Row<'_>) -> rusqlite::Result<WorkflowRecord> {
     Ok(WorkflowRecord {
@@ -16,24 +16,34 @@ fn workflow_record(r: &Row<'_>) -> rusqlite::Result<WorkflowRecord> {
         settings: r.get(2)?,
         created_at: Timestamp(r.get(3)?),
         updated_at: Timestamp(r.get(4)?),
+        http_token: r.get(5)?,
     })
 }
 
 impl Writer {
-    pub fn publish(
-        &mut self,
-        name: &str,
-        version: VersionId,
-        settings: &str,
-        now: Timestamp,
-    ) -> Result<WorkflowRecord> {
+    pub fn publish(&mut self, p: &Publish) -> Result<WorkflowRecord> {
         self.conn
             .prepare_cached(sql::UPSERT_WORKFLOW)
             .map_err(db_err)?
-            .execute(params![name, version.0, settings, now.0])
+            .execute(params![
+                p.name,
+                p.version.0,
+                p.settings,
+                p.now.0,
+                p.http_token
+            ])
             .map_err(db_err)?;
-        self.workflow(name)?
+        self.workflow(&p.name)?
             .ok_or_else(|| crate::StoreError::Database("a published workflow vanished".into()))
+    }
+
+    pub fn workflow_by_token(&mut self, token: &str) -> Result<Option<WorkflowRecord>> {
+        self.conn
+            .prepare_cached(sql::SELECT_WORKFLOW_BY_TOKEN)
+            .map_err(db_err)?
+            .query_row([token], workflow_record)
+            .optional()
+            .map_err(db_err)
     }
 
     pub fn workflow(&mut self, name: &str) -> Result<Option<WorkflowRecord>> {

@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use crate::blob::BlobStore;
 use crate::{
     ClaimRequest, ClaimedStep, CommitOutcome, CreatedRun, FinishedRun, NewRun, NewVersion,
-    OpContext, OpError, QueueStats, Result, RunContext, RunFilter, RunRecord, StepCommit,
+    OpContext, OpError, Publish, QueueStats, Result, RunContext, RunFilter, RunRecord, StepCommit,
     StepRecord, StepRetry, Store, StoreError, VersionRecord, WorkflowRecord,
 };
 use writer::Writer;
@@ -403,14 +403,15 @@ impl Store for SqliteStore {
         self.call(true, move |w| w.create_run(r))
     }
 
-    fn publish(
+    fn publish(&self, p: Publish) -> impl Future<Output = Result<WorkflowRecord>> + Send {
+        self.call(true, move |w| w.publish(&p))
+    }
+
+    fn workflow_by_token(
         &self,
-        name: String,
-        version: VersionId,
-        settings: String,
-        now: flowstate_core::Timestamp,
-    ) -> impl Future<Output = Result<WorkflowRecord>> + Send {
-        self.call(true, move |w| w.publish(&name, version, &settings, now))
+        token: String,
+    ) -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send {
+        self.call(false, move |w| w.workflow_by_token(&token))
     }
 
     fn workflow(

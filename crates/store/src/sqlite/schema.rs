@@ -115,6 +115,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE dedupe_keys ADD COLUMN run_id INTEGER;
     CREATE INDEX runs_by_workflow ON runs(workflow, id);
     CREATE INDEX runs_by_status ON runs(status, id);",
+    // 3: HTTP trigger URLs.
+    "ALTER TABLE workflows ADD COLUMN http_token TEXT NOT NULL DEFAULT '';
+    CREATE INDEX workflows_by_token ON workflows(http_token);",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

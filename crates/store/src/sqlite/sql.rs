@@ -119,14 +119,19 @@ pub const UPSERT_DEDUPE: &str =
     "INSERT OR REPLACE INTO dedupe_keys (workflow, key, expires_at) VALUES (?1, ?2, ?3)";
 
 // Deployed workflows.
-pub const UPSERT_WORKFLOW: &str = "INSERT INTO workflows (name, version_id, settings, created_at, updated_at)
-     VALUES (?1, ?2, ?3, ?4, ?4)
+pub const UPSERT_WORKFLOW: &str = "INSERT INTO workflows (name, version_id, settings, created_at, updated_at, http_token)
+     VALUES (?1, ?2, ?3, ?4, ?4, ?5)
      ON CONFLICT (name) DO UPDATE SET version_id = excluded.version_id, settings = excluded.settings,
         updated_at = excluded.updated_at";
-pub const SELECT_WORKFLOW: &str =
-    "SELECT name, version_id, settings, created_at, updated_at FROM workflows WHERE name = ?1";
-pub const SELECT_WORKFLOWS: &str =
-    "SELECT name, version_id, settings, created_at, updated_at FROM workflows ORDER BY name";
+pub const SELECT_WORKFLOW: &str = "SELECT name, version_id, settings, created_at, updated_at, http_token FROM workflows WHERE name = ?1";
+pub const SELECT_WORKFLOW_BY_TOKEN: &str =
+    "SELECT name, version_id, settings, created_at, updated_at, http_token FROM workflows
+     WHERE http_token = ?1 AND http_token != ''";
+pub const SELECT_WORKFLOWS: &str = "SELECT name, version_id, settings, created_at, updated_at, http_token FROM workflows ORDER BY name";
+pub const CLAIM_START: &str =
+    "UPDATE steps SET status = 'running', attempt = 1, lease_until = ?2, started_at = ?3
+     WHERE run_id = ?1 AND status = 'pending'
+     RETURNING id, run_id, kind, action, depth, attempt, payload, payload_blob";
 pub const DELETE_WORKFLOW: &str = "DELETE FROM workflows WHERE name = ?1";
 
 // Deliveries and runs.

@@ -132,6 +132,7 @@ impl Writer {
                 return Ok(CreatedRun {
                     run: RunId(run),
                     duplicate: true,
+                    start: None,
                 });
             }
         }
@@ -173,9 +174,22 @@ impl Writer {
                 ])
                 .map_err(db_err)?;
         }
+        let start = match r.claim_start {
+            Some(lease_until) => {
+                let row = self
+                    .conn
+                    .prepare_cached(sql::CLAIM_START)
+                    .map_err(db_err)?
+                    .query_row(params![run, lease_until.0, r.now.0], claim_row)
+                    .map_err(db_err)?;
+                Some(self.lease(row, r.now)?)
+            }
+            None => None,
+        };
         Ok(CreatedRun {
             run: RunId(run),
             duplicate: false,
+            start,
         })
     }
 
@@ -230,54 +244,44 @@ impl Writer {
             }
             let mut stmt = self.conn.prepare_cached(query).map_err(db_err)?;
             let claimed = stmt
-                .query_map(params![c.lease_until.0, c.now.0, left as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, u32>(4)?,
-                        r.get::<_, u32>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                })
+                .query_map(params![c.lease_until.0, c.now.0, left as i64], claim_row)
                 .map_err(db_err)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db_err)?;
             rows.extend(claimed);
         }
-        rows.sort_by_key(|r| r.0);
-        rows.into_iter()
-            .map(|(id, run, kind, action, depth, attempt, payload, blob)| {
-                let kind: StepKind = kind.parse().map_err(StoreError::Database)?;
-                self.leases.insert(
-                    id,
-                    LeasedStep {
-                        run,
-                        kind,
-                        depth,
-                        blob: blob.clone(),
-                        started_at: Some(c.now.0),
-                        attempt,
-                    },
-                );
-                let payload = match (payload, blob) {
-                    (_, Some(name)) => self.blobs.get(&name)?,
-                    (Some(p), None) => p,
-                    (None, None) => "null".into(),
-                };
-                Ok(ClaimedStep {
-                    id: StepId(id),
-                    run: RunId(run),
-                    kind,
-                    action,
-                    depth,
-                    attempt,
-                    payload,
-                })
-            })
-            .collect()
+        rows.sort_by_key(|r| r.id);
+        rows.into_iter().map(|row| self.lease(row, c.now)).collect()
+    }
+
+    /// Records this process's lease on a claimed row and loads its payload.
+    fn lease(&mut self, row: ClaimRow, now: Timestamp) -> Result<ClaimedStep> {
+        let kind: StepKind = row.kind.parse().map_err(StoreError::Database)?;
+        self.leases.insert(
+            row.id,
+            LeasedStep {
+                run: row.run,
+                kind,
+                depth: row.depth,
+                blob: row.blob.clone(),
+                started_at: Some(now.0),
+                attempt: row.attempt,
+            },
+        );
+        let payload = match (row.payload, row.blob) {
+            (_, Some(name)) => self.blobs.get(&name)?,
+            (Some(p), None) => p,
+            (None, None) => "null".into(),
+        };
+        Ok(ClaimedStep {
+            id: StepId(row.id),
+            run: RunId(row.run),
+            kind,
+            action: row.action,
+            depth: row.depth,
+            attempt: row.attempt,
+            payload,
+        })
     }
 
     pub fn next_due_at(&mut self) -> Result<Option<Timestamp>> {
@@ -605,6 +609,32 @@ impl Writer {
             .map(|r| r.map(RunId).map_err(db_err))
             .collect()
     }
+}
+
+#[derive(Clone, Debug)]
+/// The columns every claim query returns.
+struct ClaimRow {
+    id: i64,
+    run: i64,
+    kind: String,
+    action: String,
+    depth: u32,
+    attempt: u32,
+    payload: Option<String>,
+    blob: Option<String>,
+}
+
+fn claim_row(r: &Row<'_>) -> rusqlite::Result<ClaimRow> {
+    Ok(ClaimRow {
+        id: r.get(0)?,
+        run: r.get(1)?,
+        kind: r.get(2)?,
+        action: r.get(3)?,
+        depth: r.get(4)?,
+        attempt: r.get(5)?,
+        payload: r.get(6)?,
+        blob: r.get(7)?,
+    })
 }
 
 #[derive(Clone, Debug)]
