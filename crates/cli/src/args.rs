@@ -163,6 +163,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in KiB.
     #[arg(long, default_value_t = 5 * 1024, value_name = "KIB")]
     pub max_body: usize,
+    /// Shortest repeat a schedule trigger may have (`every`).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub min_schedule_interval: Duration,
     /// How long finished runs' history (steps, logs, errors) is kept.
     #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub retention: Duration,

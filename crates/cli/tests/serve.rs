@@ -666,3 +666,41 @@ fn the_http_trigger_answers_with_what_start_returns() {
     }
     server.kill();
 }
+
+#[test]
+fn schedule_settings_are_checked_at_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db"), &[]);
+    let deploy = |settings: Value| {
+        let body = json!({ "source": "class Workflow { async start() {} }", "settings": settings })
+            .to_string();
+        must(
+            "PUT",
+            &server.url("/api/workflows/nightly"),
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    };
+    let (status, body) = deploy(json!({ "schedule": { "cron": "0 25 * * *" } }));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a cron expression"),
+        "{body}"
+    );
+    let (status, body) = deploy(json!({ "schedule": { "every": "1 minute" } }));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("minimum interval"),
+        "{body}"
+    );
+    let (status, body) =
+        deploy(json!({ "schedule": { "cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin" } }));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["settings"]["schedule"]["timezone"], "Europe/Berlin");
+    let (status, body) = deploy(json!({ "schedule": { "every": "1 day" }, "surprise": true }));
+    assert_eq!(status, 422, "unknown settings are refused: {body}");
+    server.kill();
+}

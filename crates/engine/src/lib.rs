@@ -257,6 +257,12 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         scheduler::drive(&self.inner, until).await
     }
 
+    /// Has the scheduler look for due steps now (after runs were created
+    /// behind its back, e.g. by a schedule firing through the store).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
     /// How a run finished, if it finished while this engine ran.
     pub fn finished(&self, run: RunId) -> Option<FinishedRun> {
         self.inner.finished.borrow().get(&run).cloned()

@@ -8,6 +8,8 @@ mod error;
 mod http_trigger;
 mod metrics;
 mod runs;
+pub mod schedule;
+pub mod schedule_trigger;
 pub mod settings;
 pub mod signature;
 mod triggers;
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
+    /// Shortest repeat a schedule may have (`every`); default 10 minutes.
+    pub min_schedule_interval: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
         ServerConfig {
             api_token: None,
             max_body_bytes: 5 * 1024 * 1024,
+            min_schedule_interval: std::time::Duration::from_secs(600),
         }
     }
 }

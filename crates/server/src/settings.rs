@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct WorkflowSettings {
     #[serde(default)]
     pub webhook: WebhookSettings,
+    /// A schedule trigger (see `schedule`), if the workflow runs on a clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleSettings>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -44,6 +47,41 @@ pub const DEFAULT_DEDUPE_TTL_SECS: u64 = 86_400;
 pub const DEFAULT_SIGNATURE_HEADER: &str = "x-signature";
 
 impl WorkflowSettings {
+    /// Checks the settings and turns them into what the store publishes;
+    /// `now` is the deploy time (a schedule's default start). The error says
+    /// what to write instead.
+    pub fn publish(
+        mut self,
+        name: &str,
+        version: flowstate_core::VersionId,
+        http_token: String,
+        now: flowstate_core::Timestamp,
+        min_schedule_interval: std::time::Duration,
+    ) -> Result<flowstate_store::Publish, String> {
+        let schedule = match &mut self.schedule {
+            None => None,
+            Some(s) => {
+                let checked = s.check(now, min_schedule_interval)?;
+                // Store the start it was given, so later fires agree on it.
+                if s.every.is_some() && s.start.is_none() {
+                    s.start = Some(flowstate_core::Timestamp::to_string(&now));
+                }
+                Some(flowstate_store::ScheduleSpec {
+                    spec: serde_json::to_string(&s).expect("schedules serialise"),
+                    first_fire_at: checked.first(now),
+                })
+            }
+        };
+        Ok(flowstate_store::Publish {
+            name: name.to_string(),
+            version,
+            settings: serde_json::to_string(&self).expect("settings serialise"),
+            http_token,
+            now,
+            schedule,
+        })
+    }
+
     /// What the API shows: secrets replaced by a marker.
     pub fn redacted(&self) -> serde_json::Value {
         let mut shown = self.clone();

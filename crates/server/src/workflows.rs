@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use flowstate_core::executor::StepExecutor;
-use flowstate_store::{Publish, Store, WorkflowRecord};
+use flowstate_store::{Store, WorkflowRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -98,24 +98,29 @@ pub async fn deploy<S: Store, E: StepExecutor>(
     }
     let version = app.engine.deploy(&name, &source).await?;
     let existed = app.engine.store().workflow(name.clone()).await?.is_some();
-    let settings_json = serde_json::to_string(&settings).expect("settings serialise");
     let now = app.engine.clock().now();
-    let record = app
-        .engine
-        .store()
-        .publish(Publish {
-            name: name.clone(),
-            version: version.id,
-            settings: settings_json,
-            http_token: new_token().map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("no randomness for a trigger token: {e}"),
-                )
-            })?,
+    let token = new_token().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no randomness for a trigger token: {e}"),
+        )
+    })?;
+    let publish = settings
+        .clone()
+        .publish(
+            &name,
+            version.id,
+            token,
             now,
-        })
-        .await?;
+            app.config.min_schedule_interval,
+        )
+        .map_err(|m| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid settings: {m}"),
+            )
+        })?;
+    let record = app.engine.store().publish(publish).await?;
     let status = if existed {
         StatusCode::OK
     } else {

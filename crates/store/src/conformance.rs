@@ -713,6 +713,7 @@ pub async fn workflows_are_published_listed_and_removed<S: Store>(s: S) {
         settings: settings.into(),
         http_token: token.into(),
         now,
+        schedule: None,
     };
     let w = s
         .publish(publish(v.id, r#"{"x":1}"#, "tok1", T0))
@@ -917,6 +918,100 @@ pub async fn an_inline_start_is_leased_to_its_creator<S: Store>(s: S) {
     assert_eq!(done.state.unwrap(), vec![("n".into(), "1".into())]);
 }
 
+pub async fn a_schedule_fires_once_per_due_time_and_keeps_its_progress<S: Store>(s: S) {
+    let v = s
+        .deploy(NewVersion {
+            name: "nightly".into(),
+            source: "x".into(),
+            info: info(false, false),
+            now: T0,
+        })
+        .await
+        .unwrap();
+    let publish = |spec: &str, first: Option<Timestamp>| Publish {
+        name: "nightly".into(),
+        version: v.id,
+        settings: "{}".into(),
+        http_token: "t".into(),
+        now: T0,
+        schedule: Some(ScheduleSpec {
+            spec: spec.into(),
+            first_fire_at: first,
+        }),
+    };
+    let first = Timestamp(T0.0 + 1000);
+    s.publish(publish("every-1s", Some(first))).await.unwrap();
+    assert_eq!(s.next_schedule_at().await.unwrap(), Some(first));
+    assert!(s.due_schedules(T0).await.unwrap().is_empty());
+    let due = s.due_schedules(first).await.unwrap();
+    assert_eq!(
+        due,
+        vec![DueSchedule {
+            workflow: "nightly".into(),
+            spec: "every-1s".into(),
+            fire_at: first,
+            fired: 0
+        }]
+    );
+    let run = NewRun {
+        delivery: None,
+        workflow: "nightly".into(),
+        version: v.id,
+        data: r#"{"counter":1}"#.into(),
+        headers: "{}".into(),
+        has_complete_hook: false,
+        has_error_hook: false,
+        now: first,
+        claim_start: None,
+    };
+    let next = Timestamp(first.0 + 1000);
+    let fire = FireSchedule {
+        workflow: "nightly".into(),
+        fire_at: first,
+        next_fire_at: Some(next),
+        run: run.clone(),
+    };
+    let created = s.fire_schedule(fire.clone()).await.unwrap().expect("fired");
+    assert!(
+        s.fire_schedule(fire).await.unwrap().is_none(),
+        "a fire time fires once"
+    );
+    assert_eq!(
+        s.run(created.run).await.unwrap().unwrap().workflow,
+        "nightly"
+    );
+    // Republishing the same spec keeps the progress; a new spec restarts it.
+    s.publish(publish("every-1s", Some(first))).await.unwrap();
+    assert_eq!(s.due_schedules(next).await.unwrap()[0].fired, 1);
+    s.publish(publish("every-2s", Some(Timestamp(T0.0 + 2000))))
+        .await
+        .unwrap();
+    assert_eq!(s.due_schedules(next).await.unwrap()[0].fired, 0);
+    // A schedule that is over is not due again; removing the workflow drops it.
+    let over = FireSchedule {
+        workflow: "nightly".into(),
+        fire_at: Timestamp(T0.0 + 2000),
+        next_fire_at: None,
+        run,
+    };
+    assert!(s.fire_schedule(over).await.unwrap().is_some());
+    assert!(
+        s.due_schedules(Timestamp(T0.0 + 1_000_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.next_schedule_at().await.unwrap(), None);
+    s.publish(publish("every-3s", Some(first))).await.unwrap();
+    assert!(s.remove_workflow("nightly".into()).await.unwrap());
+    assert!(
+        s.due_schedules(Timestamp(T0.0 + 1_000_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -944,6 +1039,7 @@ macro_rules! conformance_tests {
             a_cancelled_run_stops_and_its_steps_are_refused,
             history_is_pruned_after_retention_and_open_runs_are_kept,
             an_inline_start_is_leased_to_its_creator,
+            a_schedule_fires_once_per_due_time_and_keeps_its_progress,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -120,6 +120,37 @@ pub struct Publish {
     /// Used only if the workflow is new.
     pub http_token: String,
     pub now: Timestamp,
+    /// The workflow's schedule trigger, or none (removing any it had).
+    pub schedule: Option<ScheduleSpec>,
+}
+
+/// A schedule as the store keeps it: its spec (JSON text, opaque here) and
+/// its first fire time. Republishing the same spec keeps its progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleSpec {
+    pub spec: String,
+    pub first_fire_at: Option<Timestamp>,
+}
+
+/// A schedule whose time has come.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueSchedule {
+    pub workflow: String,
+    pub spec: String,
+    pub fire_at: Timestamp,
+    /// Runs it has started so far.
+    pub fired: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FireSchedule {
+    pub workflow: String,
+    /// The fire time read from `due_schedules`; if it changed since (another
+    /// node fired it), nothing happens.
+    pub fire_at: Timestamp,
+    /// The next fire time, or none when the schedule is over.
+    pub next_fire_at: Option<Timestamp>,
+    pub run: NewRun,
 }
 
 /// The queue as `/metrics` shows it.
@@ -377,6 +408,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RunId>>> + Send;
 
     fn queue_stats(&self, now: Timestamp) -> impl Future<Output = Result<QueueStats>> + Send;
+
+    /// Schedules due at `now`, oldest first.
+    fn due_schedules(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<DueSchedule>>> + Send;
+    /// Starts the scheduled run and moves the schedule on, in one
+    /// transaction; `None` if the schedule was fired or changed meanwhile.
+    fn fire_schedule(
+        &self,
+        f: FireSchedule,
+    ) -> impl Future<Output = Result<Option<CreatedRun>>> + Send;
+    /// When the earliest schedule fires next.
+    fn next_schedule_at(&self) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
 
     /// Deletes the history (run, steps, attempts) of runs finished before
     /// `before`, and delivery and dedupe keys expired by then. Returns how

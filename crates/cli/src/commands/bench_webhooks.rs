@@ -62,6 +62,7 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
             settings: "{}".into(),
             http_token: flowstate_server::new_token()?,
             now: engine.clock().now(),
+            schedule: None,
         })
         .await?;
 

@@ -12,7 +12,7 @@ use flowstate_core::{Clock, WallClock};
 use flowstate_engine::{Engine, EngineConfig, Until};
 use flowstate_js::Sandbox;
 use flowstate_server::{ServerConfig, WorkflowSettings, new_token, router};
-use flowstate_store::{Publish, SqliteOptions, SqliteStore, Store};
+use flowstate_store::{SqliteOptions, SqliteStore, Store};
 use tokio::sync::watch;
 
 use crate::args::ServeArgs;
@@ -28,7 +28,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let engine = Engine::new(store.clone(), Arc::new(sandbox), clock, config);
     if let Some(dir) = &args.dir {
-        deploy_dir(&engine, dir).await?;
+        deploy_dir(&engine, dir, args.min_schedule_interval).await?;
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -40,6 +40,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServerConfig {
             api_token: args.api_token.clone(),
             max_body_bytes: args.max_body * 1024,
+            min_schedule_interval: args.min_schedule_interval,
         },
     );
     eprintln!(
@@ -67,10 +68,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.clock().clone(),
         args.retention,
     ));
+    let schedules = tokio::spawn(fire_schedules(engine.clone()));
     tracing::info!(%addr, db = %args.db, "serving");
 
     shutdown_signal().await;
     pruner.abort();
+    schedules.abort();
     eprintln!(
         "flowstate: shutting down; letting running steps finish (up to {:?})",
         args.shutdown_grace
@@ -117,6 +120,22 @@ async fn prune_history(
     }
 }
 
+/// Longest the schedule loop sleeps: deploys made meanwhile are seen this soon.
+const SCHEDULE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Fires schedule triggers as they fall due.
+async fn fire_schedules<S: Store>(engine: Engine<S, Sandbox>) {
+    loop {
+        if let Err(e) = flowstate_server::schedule_trigger::fire_due(&engine).await {
+            tracing::warn!(error = %e, "could not fire schedules; will try again");
+        }
+        let now = engine.clock().now();
+        let next = engine.store().next_schedule_at().await.ok().flatten();
+        let wait = next.map_or(SCHEDULE_POLL, |t| t.since(now).min(SCHEDULE_POLL));
+        tokio::time::sleep(wait.max(std::time::Duration::from_millis(10))).await;
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -138,6 +157,7 @@ async fn shutdown_signal() {
 async fn deploy_dir<S: Store>(
     engine: &Engine<S, Sandbox>,
     dir: &std::path::Path,
+    min_schedule_interval: std::time::Duration,
 ) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the workflow directory {}", dir.display()))?;
@@ -165,17 +185,16 @@ async fn deploy_dir<S: Store>(
             Ok(v) => v,
             Err(e) => bail!("{} cannot be deployed: {e}", path.display()),
         };
-        let now = engine.clock().now();
-        engine
-            .store()
-            .publish(Publish {
-                name: name.clone(),
-                version: version.id,
-                settings: serde_json::to_string(&settings)?,
-                http_token: new_token()?,
-                now,
-            })
-            .await?;
+        let publish = settings
+            .publish(
+                &name,
+                version.id,
+                new_token()?,
+                engine.clock().now(),
+                min_schedule_interval,
+            )
+            .map_err(|m| anyhow::anyhow!("{}: invalid settings: {m}", settings_path.display()))?;
+        engine.store().publish(publish).await?;
         eprintln!("deployed {name} ({}) from {}", version.id, path.display());
     }
     Ok(())

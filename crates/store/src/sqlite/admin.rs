@@ -7,7 +7,10 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::writer::{Writer, run_record};
 use super::{db_err, sql};
-use crate::{FinishedRun, Publish, QueueStats, Result, RunFilter, RunRecord, WorkflowRecord};
+use crate::{
+    CreatedRun, DueSchedule, FinishedRun, FireSchedule, Publish, QueueStats, Result, RunFilter,
+    RunRecord, WorkflowRecord,
+};
 
 fn workflow_record(r: &Row<'_>) -> rusqlite::Result<WorkflowRecord> {
     Ok(WorkflowRecord {
@@ -33,6 +36,31 @@ impl Writer {
                 p.http_token
             ])
             .map_err(db_err)?;
+        let current: Option<String> = self
+            .conn
+            .prepare_cached(sql::SELECT_SCHEDULE_SPEC)
+            .map_err(db_err)?
+            .query_row([&p.name], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        match &p.schedule {
+            // The same schedule keeps its progress (fired count, next time).
+            Some(s) if current.as_deref() == Some(s.spec.as_str()) => {}
+            Some(s) => {
+                self.conn
+                    .prepare_cached(sql::REPLACE_SCHEDULE)
+                    .map_err(db_err)?
+                    .execute(params![p.name, s.spec, s.first_fire_at.map(|t| t.0)])
+                    .map_err(db_err)?;
+            }
+            None => {
+                self.conn
+                    .prepare_cached(sql::DELETE_SCHEDULE)
+                    .map_err(db_err)?
+                    .execute([&p.name])
+                    .map_err(db_err)?;
+            }
+        }
         self.workflow(&p.name)?
             .ok_or_else(|| crate::StoreError::Database("a published workflow vanished".into()))
     }
@@ -66,7 +94,56 @@ impl Writer {
             .map_err(db_err)
     }
 
+    pub fn due_schedules(&mut self, now: Timestamp) -> Result<Vec<DueSchedule>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql::DUE_SCHEDULES)
+            .map_err(db_err)?;
+        stmt.query_map([now.0], |r| {
+            Ok(DueSchedule {
+                workflow: r.get(0)?,
+                spec: r.get(1)?,
+                fire_at: Timestamp(r.get(2)?),
+                fired: r.get::<_, i64>(3)? as u64,
+            })
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db_err)
+    }
+
+    pub fn fire_schedule(&mut self, f: FireSchedule) -> Result<Option<CreatedRun>> {
+        let moved = self
+            .conn
+            .prepare_cached(sql::ADVANCE_SCHEDULE)
+            .map_err(db_err)?
+            .execute(params![
+                f.workflow,
+                f.fire_at.0,
+                f.next_fire_at.map(|t| t.0)
+            ])
+            .map_err(db_err)?;
+        if moved == 0 {
+            return Ok(None);
+        }
+        self.create_run(f.run).map(Some)
+    }
+
+    pub fn next_schedule_at(&mut self) -> Result<Option<Timestamp>> {
+        self.conn
+            .prepare_cached(sql::NEXT_SCHEDULE)
+            .map_err(db_err)?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
+            .map(|t| t.map(Timestamp))
+            .map_err(db_err)
+    }
+
     pub fn remove_workflow(&mut self, name: &str) -> Result<bool> {
+        self.conn
+            .prepare_cached(sql::DELETE_SCHEDULE)
+            .map_err(db_err)?
+            .execute([name])
+            .map_err(db_err)?;
         let n = self
             .conn
             .prepare_cached(sql::DELETE_WORKFLOW)

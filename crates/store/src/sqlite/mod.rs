@@ -41,9 +41,9 @@ use tokio::sync::watch;
 
 use crate::blob::BlobStore;
 use crate::{
-    ClaimRequest, ClaimedStep, CommitOutcome, CreatedRun, FinishedRun, NewRun, NewVersion,
-    OpContext, OpError, Publish, QueueStats, Result, RunContext, RunFilter, RunRecord, StepCommit,
-    StepRecord, StepRetry, Store, StoreError, VersionRecord, WorkflowRecord,
+    ClaimRequest, ClaimedStep, CommitOutcome, CreatedRun, DueSchedule, FinishedRun, FireSchedule,
+    NewRun, NewVersion, OpContext, OpError, Publish, QueueStats, Result, RunContext, RunFilter,
+    RunRecord, StepCommit, StepRecord, StepRetry, Store, StoreError, VersionRecord, WorkflowRecord,
 };
 use writer::Writer;
 
@@ -505,6 +505,26 @@ impl Store for SqliteStore {
         before: flowstate_core::Timestamp,
     ) -> impl Future<Output = Result<u64>> + Send {
         self.call(true, move |w| w.prune_history(before))
+    }
+
+    fn due_schedules(
+        &self,
+        now: flowstate_core::Timestamp,
+    ) -> impl Future<Output = Result<Vec<DueSchedule>>> + Send {
+        self.call(false, move |w| w.due_schedules(now))
+    }
+
+    fn fire_schedule(
+        &self,
+        f: FireSchedule,
+    ) -> impl Future<Output = Result<Option<CreatedRun>>> + Send {
+        self.call(true, move |w| w.fire_schedule(f))
+    }
+
+    fn next_schedule_at(
+        &self,
+    ) -> impl Future<Output = Result<Option<flowstate_core::Timestamp>>> + Send {
+        self.call(false, move |w| w.next_schedule_at())
     }
 
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {

@@ -118,6 +118,14 @@ const MIGRATIONS: &[&str] = &[
     // 3: HTTP trigger URLs.
     "ALTER TABLE workflows ADD COLUMN http_token TEXT NOT NULL DEFAULT '';
     CREATE INDEX workflows_by_token ON workflows(http_token);",
+    // 4: schedule triggers.
+    "CREATE TABLE schedules (
+        workflow TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        next_fire_at INTEGER,
+        fired INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX schedules_due ON schedules(next_fire_at) WHERE next_fire_at IS NOT NULL;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

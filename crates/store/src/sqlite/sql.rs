@@ -160,3 +160,15 @@ pub const PRUNE_STEPS: &str =
     "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at < ?1)";
 pub const PRUNE_RUNS: &str = "DELETE FROM runs WHERE finished_at < ?1";
 pub const PRUNE_DEDUPE: &str = "DELETE FROM dedupe_keys WHERE expires_at < ?1";
+
+// Schedules.
+pub const SELECT_SCHEDULE_SPEC: &str = "SELECT spec FROM schedules WHERE workflow = ?1";
+pub const REPLACE_SCHEDULE: &str =
+    "INSERT OR REPLACE INTO schedules (workflow, spec, next_fire_at, fired) VALUES (?1, ?2, ?3, 0)";
+pub const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE workflow = ?1";
+pub const DUE_SCHEDULES: &str = "SELECT workflow, spec, next_fire_at, fired FROM schedules
+     WHERE next_fire_at IS NOT NULL AND next_fire_at <= ?1 ORDER BY next_fire_at";
+pub const ADVANCE_SCHEDULE: &str = "UPDATE schedules SET next_fire_at = ?3, fired = fired + 1
+     WHERE workflow = ?1 AND next_fire_at = ?2";
+pub const NEXT_SCHEDULE: &str =
+    "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL";
