@@ -145,33 +145,49 @@ pub struct RunArgsId {
     pub client: ClientArgs,
 }
 
+/// `flowstate serve`. Every setting can also come from the environment
+/// (`FLOWSTATE_<NAME>`) or a TOML file (`--config`); flags win over the
+/// environment, the environment over the file, the file over defaults.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// A TOML file of settings, keys named as the flags (e.g. `listen = "0.0.0.0:8080"`).
+    #[arg(long, env = "FLOWSTATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The database file (created if missing).
-    #[arg(long, default_value = "flowstate.db", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "FLOWSTATE_DB",
+        default_value = "flowstate.db",
+        value_name = "PATH"
+    )]
     pub db: String,
     /// Address to listen on (port 0 picks a free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "FLOWSTATE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub listen: std::net::SocketAddr,
     /// Deploy every *.js in this directory at start, named after the file;
     /// settings from <name>.settings.json beside it, if present.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "FLOWSTATE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Require `Authorization: Bearer <token>` on /api/*.
     #[arg(long, env = "FLOWSTATE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Largest request body accepted, in KiB.
-    #[arg(long, default_value_t = 5 * 1024, value_name = "KIB")]
+    #[arg(long, env = "FLOWSTATE_MAX_BODY", default_value_t = 5 * 1024, value_name = "KIB")]
     pub max_body: usize,
     /// Shortest repeat a schedule trigger may have (`every`).
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_flag_duration)]
+    #[arg(long, env = "FLOWSTATE_MIN_SCHEDULE_INTERVAL", default_value = "10m", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub min_schedule_interval: Duration,
     /// How long finished runs' history (steps, logs, errors) is kept.
-    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_flag_duration)]
+    #[arg(long, env = "FLOWSTATE_RETENTION", default_value = "7d", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub retention: Duration,
     /// How long a shutdown waits for running steps before leaving them to
     /// be retried on the next start.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_flag_duration)]
+    #[arg(long, env = "FLOWSTATE_SHUTDOWN_GRACE", default_value = "30s", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -204,19 +220,19 @@ pub struct RunArgs {
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
     /// Shortest delay scheduleNextStep accepts (e.g. 10s; 0 for development).
-    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    #[arg(long, env = "FLOWSTATE_MIN_DELAY", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub min_delay: Option<Duration>,
     /// CPU time a step may use before it is stopped (e.g. 5m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    #[arg(long, env = "FLOWSTATE_STEP_CPU_LIMIT", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub step_cpu_limit: Option<Duration>,
     /// Memory one step's JavaScript may use, in MiB (e.g. 128).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, env = "FLOWSTATE_STEP_MEMORY_LIMIT", value_name = "MIB")]
     pub step_memory_limit: Option<usize>,
     /// Wall time a step may take (e.g. 15m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    #[arg(long, env = "FLOWSTATE_STEP_WALL_LIMIT", value_name = "DURATION", value_parser = parse_flag_duration)]
     pub step_wall_limit: Option<Duration>,
     /// Retries after a step's first attempt; 0 disables retries.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "FLOWSTATE_MAX_RETRIES", value_name = "N")]
     pub max_retries: Option<u32>,
 }
 

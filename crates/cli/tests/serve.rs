@@ -704,3 +704,41 @@ fn schedule_settings_are_checked_at_deploy() {
     assert_eq!(status, 422, "unknown settings are refused: {body}");
     server.kill();
 }
+
+#[test]
+fn a_config_file_sets_what_flags_and_the_environment_leave_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flowstate.toml");
+    std::fs::write(&config, "max_body = 1\napi_token = \"from-file\"\n").unwrap();
+    let server = Server::start(
+        &dir.path().join("s.db"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--api-token",
+            "from-flag",
+        ],
+    );
+    let (status, _) = must(
+        "GET",
+        &server.url("/api/workflows"),
+        &[("authorization", "Bearer from-file")],
+        None,
+    );
+    assert_eq!(status, 401, "the flag wins over the file");
+    let auth = [("authorization", "Bearer from-flag")];
+    let (status, _) = must(
+        "PUT",
+        &server.url("/api/workflows/w"),
+        &auth,
+        Some(b"class Workflow { async start() {} }"),
+    );
+    assert_eq!(status, 201);
+    let big = vec![b' '; 2048];
+    let (status, body) = must("POST", &server.url("/hooks/w"), &[], Some(&big));
+    assert_eq!(
+        status, 413,
+        "max_body = 1 (KiB) comes from the file: {body}"
+    );
+    server.kill();
+}
