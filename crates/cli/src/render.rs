@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowstate_core::delay::format_duration;
 use flowstate_core::json::human_bytes;
 use flowstate_store::{RunRecord, StepRecord};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Rows shown before the timeline is cut short (the rest: --json).
 const HEAD_ROWS: usize = 40;
@@ -22,8 +22,8 @@ pub fn json_document(
     wall: Duration,
 ) -> Value {
     let mut doc = flowstate_server::view::run_document(run, steps, state);
-    doc["summary"]["wall_ms"] = json!(wall.as_millis() as u64);
-    doc
+    doc.summary.wall_ms = Some(wall.as_millis() as u64);
+    serde_json::to_value(doc).expect("a run document serialises")
 }
 
 fn text(v: &Value) -> String {

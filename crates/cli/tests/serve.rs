@@ -345,6 +345,12 @@ fn the_api_needs_its_token_and_runs_can_be_cancelled() {
         assert_eq!(status, expected, "{path}: {body}");
         assert!(body["error"].is_string(), "{path}: {body}");
     }
+    let (status, doc) = must("GET", &server.url("/api/openapi.json"), &[], None);
+    assert_eq!(status, 200, "the API document is public");
+    assert!(
+        doc["paths"]["/api/runs/{id}/cancel"]["post"].is_object(),
+        "{doc}"
+    );
     let (status, _) = must("DELETE", &server.url("/api/workflows/slow"), &auth, None);
     assert_eq!(status, 204);
     let (status, _) = must("DELETE", &server.url("/api/workflows/slow"), &auth, None);

@@ -7,6 +7,17 @@ use flowstate_engine::EngineError;
 use flowstate_store::StoreError;
 use serde_json::json;
 
+/// Every error answer: what was wrong and what to do.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// For a workflow that does not compile: where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod http_trigger;
 mod metrics;
+pub mod openapi;
 mod runs;
 pub mod schedule;
 pub mod schedule_trigger;
@@ -85,6 +86,7 @@ pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerCon
         .merge(api)
         .route("/hooks/{name}", post(triggers::webhook::<S, E>))
         .route("/metrics", get(metrics::metrics::<S, E>))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/http/{token}", any(http_trigger::http::<S, E>))
         .fallback(error::not_found)
         .with_state(app)

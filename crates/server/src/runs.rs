@@ -9,32 +9,55 @@ use flowstate_core::RunId;
 use flowstate_core::executor::StepExecutor;
 use flowstate_core::status::RunStatus;
 use flowstate_store::{RunFilter, Store};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::view::{run_document, run_summary};
+use crate::error::ErrorBody;
+use crate::view::{RunDocument, RunSummary, run_document, run_summary};
 use crate::{ApiError, Shared};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only runs of this workflow.
     workflow: Option<String>,
+    /// Only runs with this status.
     status: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
     limit: Option<usize>,
+    /// Only runs older than this one: the previous page's `next_before`.
     before: Option<String>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    pub run: String,
+    #[schema(value_type = String)]
+    pub status: RunStatus,
 }
 
 fn parse_run(id: &str) -> Result<RunId, ApiError> {
     id.parse().map_err(ApiError::bad_request)
 }
 
+#[utoipa::path(get, path = "/api/runs", params(ListQuery), tag = "runs",
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody, description = "a bad filter")))]
 pub async fn list<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!(
             "bad run filter: {e}; accepted: workflow, status, limit, before"
@@ -66,15 +89,20 @@ pub async fn list<S: Store, E: StepExecutor>(
     let next = (runs.len() == limit)
         .then(|| runs.last().map(|r| r.id.to_string()))
         .flatten();
-    Ok(Json(
-        json!({ "runs": runs.iter().map(run_summary).collect::<Vec<_>>(), "next_before": next }),
-    ))
+    Ok(Json(RunList {
+        runs: runs.iter().map(run_summary).collect(),
+        next_before: next,
+    }))
 }
 
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "the run, e.g. run_12")),
+    responses((status = 200, body = RunDocument, description = "the run, its steps with attempts and logs, and its state while it runs"),
+        (status = 404, body = ErrorBody)))]
 pub async fn show<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDocument>, ApiError> {
     let id = parse_run(&id)?;
     let store = app.engine.store();
     let run = store
@@ -91,10 +119,14 @@ pub async fn show<S: Store, E: StepExecutor>(
     Ok(Json(run_document(&run, &steps, &state)))
 }
 
+#[utoipa::path(post, path = "/api/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "the run, e.g. run_12")),
+    responses((status = 200, body = Cancelled), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the run had already finished")))]
 pub async fn cancel<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let id = parse_run(&id)?;
     let store = app.engine.store();
     let run = store
@@ -102,9 +134,10 @@ pub async fn cancel<S: Store, E: StepExecutor>(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
     match app.engine.cancel(id).await? {
-        Some(done) => Ok(Json(
-            json!({ "run": id.to_string(), "status": done.status }),
-        )),
+        Some(done) => Ok(Json(Cancelled {
+            run: id.to_string(),
+            status: done.status,
+        })),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(

@@ -15,7 +15,7 @@ use flowstate_core::delay::format_duration;
 use serde::{Deserialize, Serialize};
 
 /// A schedule as deployed (in a workflow's settings).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
     /// Repeat every N units: "10 minutes", "2 hours", "1 day", "1 week", "3 months".

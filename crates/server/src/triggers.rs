@@ -13,8 +13,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use flowstate_core::executor::StepExecutor;
 use flowstate_core::json::human_bytes;
 use flowstate_store::{DeliveryKey, Store, VersionRecord};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ErrorBody;
+use serde_json::{Map, Value};
 
 use crate::settings::{DEFAULT_DEDUPE_TTL_SECS, WorkflowSettings};
 use crate::signature;
@@ -133,12 +136,22 @@ async fn live_version<S: Store, E: StepExecutor>(
     Ok(live)
 }
 
+#[utoipa::path(post, path = "/hooks/{workflow}", tag = "triggers",
+    params(("workflow" = String, Path, description = "the deployed workflow")),
+    request_body(content = Object, description = "the event, as sent; it becomes `data`"),
+    responses(
+        (status = 202, body = Accepted, description = "recorded durably; `start` runs next"),
+        (status = 200, body = Accepted, description = "a redelivery (same dedupe header): no new run"),
+        (status = 400, body = ErrorBody, description = "malformed JSON"),
+        (status = 401, body = ErrorBody, description = "a bad or missing signature"),
+        (status = 404, body = ErrorBody, description = "no such workflow"),
+        (status = 413, body = ErrorBody, description = "the body is over the limit")))]
 pub async fn webhook<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let live = live_version(&app, &name).await?;
     let (version, settings) = (&live.0, &live.1);
     let body = read_body(body, &headers, app.config.max_body_bytes).await?;
@@ -163,30 +176,58 @@ pub async fn webhook<S: Store, E: StepExecutor>(
     if created.duplicate {
         return Ok((
             StatusCode::OK,
-            Json(json!({ "run": created.run.to_string(), "duplicate": true })),
+            Json(Accepted {
+                run: created.run.to_string(),
+                status: "duplicate",
+                duplicate: true,
+            }),
         ));
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run": created.run.to_string(), "status": "accepted" })),
+        Json(Accepted {
+            run: created.run.to_string(),
+            status: "accepted",
+            duplicate: false,
+        }),
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A manual run: the trigger's data and headers of your choice.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ManualRun {
+pub struct ManualRun {
+    /// What `start` receives as `data`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     data: Value,
+    /// Header names and values for `headers`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     headers: Map<String, Value>,
 }
 
+/// A trigger's answer: the run it started (or, for a redelivery, started before).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub run: String,
+    /// `accepted`, or `duplicate` for a delivery seen before.
+    pub status: &'static str,
+    /// True for a redelivery: no new run was started.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+#[utoipa::path(post, path = "/api/workflows/{name}/runs", tag = "triggers",
+    params(("name" = String, Path, description = "the deployed workflow")),
+    request_body = ManualRun,
+    responses((status = 201, body = Accepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn manual<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let live = live_version(&app, &name).await?;
     let version = &live.0;
     let body = read_body(body, &headers, app.config.max_body_bytes).await?;
@@ -221,6 +262,10 @@ pub async fn manual<S: Store, E: StepExecutor>(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "run": created.run.to_string(), "status": "accepted" })),
+        Json(Accepted {
+            run: created.run.to_string(),
+            status: "accepted",
+            duplicate: false,
+        }),
     ))
 }

@@ -9,8 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use flowstate_core::executor::StepExecutor;
 use flowstate_store::{Store, WorkflowRecord};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ErrorBody;
+use serde_json::Value;
 
 use crate::settings::{SignatureScheme, WorkflowSettings};
 use crate::triggers::read_body;
@@ -34,31 +37,82 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Settings as query parameters, for a deploy whose body is the source.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeployQuery {
+    /// Require webhooks to be signed with this secret.
     webhook_secret: Option<String>,
+    /// shopify (default) or hmac-sha256.
+    #[param(value_type = Option<String>)]
     signature: Option<SignatureScheme>,
+    /// For hmac-sha256: the header with the hex signature (default x-signature).
     signature_header: Option<String>,
+    /// A header identifying each delivery; a redelivery starts no run.
     dedupe_header: Option<String>,
+    /// How long a delivery id is remembered (default 86400).
     dedupe_ttl_secs: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A deploy as JSON: the source and every setting.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DeployBody {
+pub struct DeployBody {
+    /// The workflow's JavaScript.
     source: String,
     #[serde(default)]
     settings: WorkflowSettings,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Hooks {
+    #[serde(rename = "onWorkflowComplete")]
+    pub on_workflow_complete: bool,
+    #[serde(rename = "onWorkflowError")]
+    pub on_workflow_error: bool,
+}
+
+/// A deployed workflow. Secrets are never shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowView {
+    pub name: String,
+    /// The live version, e.g. `ver_3`; runs keep the version they started with.
+    pub version: String,
+    /// Step methods that can be scheduled.
+    pub actions: Vec<String>,
+    pub hooks: Hooks,
+    /// The settings, with `webhook.secret` replaced by `webhook.secret_set`.
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub webhook_url: String,
+    /// The HTTP trigger's secret URL.
+    pub http_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The live version's source (when one workflow is shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowView>,
+}
+
+#[utoipa::path(put, path = "/api/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "letters, digits, '-' or '_'"), DeployQuery),
+    request_body(content = DeployBody, description = "the JS source as text (settings as query parameters), or this JSON"),
+    responses(
+        (status = 201, body = WorkflowView, description = "deployed, new"),
+        (status = 200, body = WorkflowView, description = "deployed, a new version"),
+        (status = 422, body = ErrorBody, description = "the source does not load (with line and column), or invalid settings")))]
 pub async fn deploy<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
     query: Result<Query<DeployQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
     check_name(&name)?;
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(format!(
@@ -128,7 +182,7 @@ pub async fn deploy<S: Store, E: StepExecutor>(
     };
     Ok((
         status,
-        Json(describe(&record, &version.info, &settings, false, &source)),
+        Json(describe(&record, &version.info, &settings, None)),
     ))
 }
 
@@ -136,27 +190,23 @@ fn describe(
     w: &WorkflowRecord,
     info: &flowstate_core::executor::WorkflowInfo,
     settings: &WorkflowSettings,
-    with_source: bool,
-    source: &str,
-) -> Value {
-    let mut v = json!({
-        "name": w.name,
-        "version": w.version.to_string(),
-        "actions": info.actions,
-        "hooks": {
-            "onWorkflowComplete": info.has_complete_hook,
-            "onWorkflowError": info.has_error_hook,
+    source: Option<&str>,
+) -> WorkflowView {
+    WorkflowView {
+        name: w.name.clone(),
+        version: w.version.to_string(),
+        actions: info.actions.clone(),
+        hooks: Hooks {
+            on_workflow_complete: info.has_complete_hook,
+            on_workflow_error: info.has_error_hook,
         },
-        "settings": settings.redacted(),
-        "webhook_url": format!("/hooks/{}", w.name),
-        "http_url": format!("/http/{}", w.http_token),
-        "created_at": w.created_at.to_string(),
-        "updated_at": w.updated_at.to_string(),
-    });
-    if with_source {
-        v["source"] = Value::String(source.to_string());
+        settings: settings.redacted(),
+        webhook_url: format!("/hooks/{}", w.name),
+        http_url: format!("/http/{}", w.http_token),
+        created_at: w.created_at.to_string(),
+        updated_at: w.updated_at.to_string(),
+        source: source.map(str::to_string),
     }
-    v
 }
 
 /// An unguessable secret for a workflow's HTTP trigger URL: 128 random bits.
@@ -170,21 +220,25 @@ fn settings_of(w: &WorkflowRecord) -> WorkflowSettings {
     serde_json::from_str(&w.settings).unwrap_or_default()
 }
 
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
 pub async fn list<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
-) -> Result<Json<Value>, ApiError> {
-    let mut out = Vec::new();
+) -> Result<Json<WorkflowList>, ApiError> {
+    let mut workflows = Vec::new();
     for w in app.engine.store().workflows().await? {
         let v = app.engine.store().version(w.version).await?;
-        out.push(describe(&w, &v.info, &settings_of(&w), false, ""));
+        workflows.push(describe(&w, &v.info, &settings_of(&w), None));
     }
-    Ok(Json(json!({ "workflows": out })))
+    Ok(Json(WorkflowList { workflows }))
 }
 
+#[utoipa::path(get, path = "/api/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path)),
+    responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody)))]
 pub async fn show<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowView>, ApiError> {
     let w = app
         .engine
         .store()
@@ -196,11 +250,13 @@ pub async fn show<S: Store, E: StepExecutor>(
         &w,
         &v.info,
         &settings_of(&w),
-        true,
-        &v.source,
+        Some(&v.source),
     )))
 }
 
+#[utoipa::path(delete, path = "/api/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "removed; its runs and their history stay"), (status = 404, body = ErrorBody)))]
 pub async fn remove<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
