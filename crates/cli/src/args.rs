@@ -173,6 +173,9 @@ pub struct ServeArgs {
     /// settings from <name>.settings.json beside it, if present.
     #[arg(long, env = "FLOWSTATE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// With --dir: redeploy a workflow when its file or settings change.
+    #[arg(long, requires = "dir")]
+    pub dev: bool,
     /// Require `Authorization: Bearer <token>` on /api/*.
     #[arg(long, env = "FLOWSTATE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,

@@ -748,3 +748,39 @@ fn a_config_file_sets_what_flags_and_the_environment_leave_unset() {
     );
     server.kill();
 }
+
+#[test]
+fn dev_mode_redeploys_changed_files_and_keeps_the_last_good_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let file = flows.join("greet.js");
+    std::fs::write(&file, "class Workflow { async start() { return 1; } }").unwrap();
+    let server = Server::start(
+        &dir.path().join("s.db"),
+        &["--dir", flows.to_str().unwrap(), "--dev"],
+    );
+    let version =
+        || must("GET", &server.url("/api/workflows/greet"), &[], None).1["version"].clone();
+    let wait_for = |expected: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while version() != json!(expected) {
+            assert!(Instant::now() < deadline, "still {} after edits", version());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(version(), json!("ver_1"));
+    std::fs::write(&file, "class Workflow { async start() { return 2; } }").unwrap();
+    wait_for("ver_2");
+    // A broken edit deploys nothing; the next good one becomes ver_3.
+    std::fs::write(&file, "class Workflow { async start() { let = ; } }").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        version(),
+        json!("ver_2"),
+        "the last good version stays live"
+    );
+    std::fs::write(&file, "class Workflow { async start() { return 3; } }").unwrap();
+    wait_for("ver_3");
+    server.kill();
+}

@@ -3,8 +3,11 @@
 //! finish (up to the grace period), and commits; whatever is left is
 //! retried on the next start.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use flowstate_core::limits::Limits;
@@ -69,11 +72,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.retention,
     ));
     let schedules = tokio::spawn(fire_schedules(engine.clone()));
+    let watcher = match (&args.dir, args.dev) {
+        (Some(dir), true) => Some(tokio::spawn(watch_dir(
+            engine.clone(),
+            dir.clone(),
+            args.min_schedule_interval,
+        ))),
+        _ => None,
+    };
     tracing::info!(%addr, db = %args.db, "serving");
 
     shutdown_signal().await;
     pruner.abort();
     schedules.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     eprintln!(
         "flowstate: shutting down; letting running steps finish (up to {:?})",
         args.shutdown_grace
@@ -153,12 +167,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Deploys every `*.js` of `dir`; one that does not load stops the start.
-async fn deploy_dir<S: Store>(
-    engine: &Engine<S, Sandbox>,
-    dir: &std::path::Path,
-    min_schedule_interval: std::time::Duration,
-) -> anyhow::Result<()> {
+/// The workflow files of `dir`, sorted.
+fn workflow_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the workflow directory {}", dir.display()))?;
     let mut files: Vec<_> = entries
@@ -166,36 +176,96 @@ async fn deploy_dir<S: Store>(
         .filter(|p| p.extension().is_some_and(|x| x == "js"))
         .collect();
     files.sort();
-    for path in files {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let source = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let settings_path = path.with_file_name(format!("{name}.settings.json"));
-        let settings: WorkflowSettings = match std::fs::read_to_string(&settings_path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| {
-                format!("{} is not valid workflow settings", settings_path.display())
-            })?,
-            Err(_) => WorkflowSettings::default(),
-        };
-        let version = match engine.deploy(&name, &source).await {
-            Ok(v) => v,
-            Err(e) => bail!("{} cannot be deployed: {e}", path.display()),
-        };
-        let publish = settings
-            .publish(
-                &name,
-                version.id,
-                new_token()?,
-                engine.clock().now(),
-                min_schedule_interval,
-            )
-            .map_err(|m| anyhow::anyhow!("{}: invalid settings: {m}", settings_path.display()))?;
-        engine.store().publish(publish).await?;
-        eprintln!("deployed {name} ({}) from {}", version.id, path.display());
+    Ok(files)
+}
+
+fn settings_path(js: &Path) -> PathBuf {
+    let name = js.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    js.with_file_name(format!("{name}.settings.json"))
+}
+
+/// Deploys every `*.js` of `dir`; one that does not load stops the start.
+async fn deploy_dir<S: Store>(
+    engine: &Engine<S, Sandbox>,
+    dir: &Path,
+    min_schedule_interval: Duration,
+) -> anyhow::Result<()> {
+    for path in workflow_files(dir)? {
+        deploy_file(engine, &path, min_schedule_interval).await?;
     }
     Ok(())
+}
+
+/// Deploys one workflow file, with the settings beside it, as a new version.
+async fn deploy_file<S: Store>(
+    engine: &Engine<S, Sandbox>,
+    path: &Path,
+    min_schedule_interval: Duration,
+) -> anyhow::Result<()> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let source =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let settings_path = settings_path(path);
+    let settings: WorkflowSettings = match std::fs::read_to_string(&settings_path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| {
+            format!("{} is not valid workflow settings", settings_path.display())
+        })?,
+        Err(_) => WorkflowSettings::default(),
+    };
+    let version = match engine.deploy(&name, &source).await {
+        Ok(v) => v,
+        Err(e) => bail!("{} cannot be deployed: {e}", path.display()),
+    };
+    let publish = settings
+        .publish(
+            &name,
+            version.id,
+            new_token()?,
+            engine.clock().now(),
+            min_schedule_interval,
+        )
+        .map_err(|m| anyhow::anyhow!("{}: invalid settings: {m}", settings_path.display()))?;
+    engine.store().publish(publish).await?;
+    eprintln!("deployed {name} ({}) from {}", version.id, path.display());
+    Ok(())
+}
+
+/// How often `--dev` looks at the workflow directory.
+const DEV_POLL: Duration = Duration::from_millis(500);
+
+/// `serve --dev`: redeploys a workflow when its file or settings change. A
+/// change that does not load is reported and the live version stays.
+async fn watch_dir<S: Store>(
+    engine: Engine<S, Sandbox>,
+    dir: PathBuf,
+    min_schedule_interval: Duration,
+) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen: HashMap<PathBuf, (Option<SystemTime>, Option<SystemTime>)> = HashMap::new();
+    if let Ok(files) = workflow_files(&dir) {
+        for f in files {
+            let key = (stamp(&f), stamp(&settings_path(&f)));
+            seen.insert(f, key);
+        }
+    }
+    loop {
+        tokio::time::sleep(DEV_POLL).await;
+        let Ok(files) = workflow_files(&dir) else {
+            continue;
+        };
+        for f in files {
+            let now = (stamp(&f), stamp(&settings_path(&f)));
+            if seen.get(&f) == Some(&now) {
+                continue;
+            }
+            seen.insert(f.clone(), now);
+            if let Err(e) = deploy_file(&engine, &f, min_schedule_interval).await {
+                eprintln!("flowstate --dev: {e:#}; the previous version stays live");
+            }
+        }
+    }
 }
