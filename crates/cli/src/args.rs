@@ -311,6 +311,10 @@ pub struct BenchArgs {
     /// webhooks: concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// webhooks: measure the acceptance path alone (runs are recorded, and
+    /// run after the measurement, not during it).
+    #[arg(long)]
+    pub accept_only: bool,
 }
 
 pub fn parse_header(s: &str) -> Result<(String, String), String> {

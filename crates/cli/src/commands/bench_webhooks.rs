@@ -80,11 +80,11 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
                 .await
         })
     };
-    let driver = {
+    let driver = (!args.accept_only).then(|| {
         let engine = engine.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move { engine.drive(Until::Shutdown(stop)).await })
-    };
+    });
 
     let connections = args.connections.max(1);
     let duration = Duration::from_secs(args.seconds.max(1));
@@ -115,7 +115,9 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
     let elapsed = start.elapsed().max(duration);
     let _ = stop_tx.send(true);
     let _ = server.await;
-    let _ = tokio::time::timeout(Duration::from_secs(30), driver).await;
+    if let Some(driver) = driver {
+        let _ = tokio::time::timeout(Duration::from_secs(30), driver).await;
+    }
 
     if all.latencies.is_empty() {
         bail!("no webhook was answered");
@@ -147,7 +149,12 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
     };
     if !args.json {
         println!(
-            "webhooks offered={offered}/s over {}s, {connections} connections: {:>7.0} accepted/s, ack p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms, {} failed (every acknowledged run recorded: verified)",
+            "webhooks{} offered={offered}/s over {}s, {connections} connections: {:>7.0} accepted/s, ack p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms, {} failed (every acknowledged run recorded: verified)",
+            if args.accept_only {
+                " (accept only)"
+            } else {
+                ""
+            },
             duration.as_secs(),
             accepted_per_s,
             pct(0.50),
@@ -159,6 +166,7 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
     }
     Ok(json!({
         "scenario": "webhooks",
+        "accept_only": args.accept_only,
         "offered_per_second": args.rate,
         "seconds": duration.as_secs(),
         "connections": connections,
