@@ -140,6 +140,22 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         Ok(v)
     }
 
+    /// A new run of `version` now, with the trigger's data and headers
+    /// (JSON text), for a trigger to adjust and record.
+    pub fn new_run(&self, version: &VersionRecord, data: String, headers: String) -> NewRun {
+        NewRun {
+            delivery: None,
+            workflow: version.name.clone(),
+            version: version.id,
+            data,
+            headers,
+            has_complete_hook: version.info.has_complete_hook,
+            has_error_hook: version.info.has_error_hook,
+            now: self.inner.clock.now(),
+            claim_start: None,
+        }
+    }
+
     /// Starts a run of `version` with the trigger's data and headers (JSON
     /// text). Durable when it returns.
     pub async fn start_run(
@@ -160,21 +176,11 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         headers: String,
         delivery: Option<DeliveryKey>,
     ) -> Result<CreatedRun> {
-        let created = self
-            .inner
-            .store
-            .create_run(NewRun {
-                delivery,
-                workflow: version.name.clone(),
-                version: version.id,
-                data,
-                headers,
-                has_complete_hook: version.info.has_complete_hook,
-                has_error_hook: version.info.has_error_hook,
-                now: self.inner.clock.now(),
-                claim_start: None,
-            })
-            .await?;
+        let run = NewRun {
+            delivery,
+            ..self.new_run(version, data, headers)
+        };
+        let created = self.inner.store.create_run(run).await?;
         if !created.duplicate {
             self.inner
                 .stats
@@ -197,20 +203,11 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let lease = inner.config.limits.step_wall + inner.config.lease_margin;
-        let created = inner
-            .store
-            .create_run(NewRun {
-                delivery: None,
-                workflow: version.name.clone(),
-                version: version.id,
-                data,
-                headers,
-                has_complete_hook: version.info.has_complete_hook,
-                has_error_hook: version.info.has_error_hook,
-                now,
-                claim_start: Some(now.plus(lease)),
-            })
-            .await?;
+        let run = NewRun {
+            claim_start: Some(now.plus(lease)),
+            ..self.new_run(version, data, headers)
+        };
+        let created = inner.store.create_run(run).await?;
         inner.stats.runs_started.fetch_add(1, Ordering::Relaxed);
         let start = created.start.ok_or_else(|| {
             EngineError::Stuck("the new run's start step was not leased to its creator".into())

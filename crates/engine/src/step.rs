@@ -302,9 +302,17 @@ async fn run_context<S: Store, E>(
         return Ok(ctx.clone());
     }
     let ctx = Arc::new(inner.store.run_context(run).await?);
-    inner.runs.lock().await.insert(run, ctx.clone());
+    let mut runs = inner.runs.lock().await;
+    if runs.len() >= MAX_CACHED_RUNS {
+        // Runs that wait for days would otherwise stay here; the store has them.
+        runs.clear();
+    }
+    runs.insert(run, ctx.clone());
     Ok(ctx)
 }
+
+/// Run contexts kept in memory (each holds the trigger's headers).
+const MAX_CACHED_RUNS: usize = 10_000;
 
 async fn workflow_code<S: Store, E>(
     inner: &Inner<S, E>,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use flowstate_core::RunId;
 use flowstate_core::executor::StepExecutor;
 use flowstate_core::status::RunStatus;
-use flowstate_store::{RunFilter, Store};
+use flowstate_store::{RunFilter, RunRecord, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -50,6 +50,19 @@ pub struct Cancelled {
 
 fn parse_run(id: &str) -> Result<RunId, ApiError> {
     id.parse().map_err(ApiError::bad_request)
+}
+
+/// The run named in the path, or a 400 / 404 that says why not.
+async fn find_run<S: Store, E: StepExecutor>(
+    app: &Shared<S, E>,
+    id: &str,
+) -> Result<RunRecord, ApiError> {
+    let id = parse_run(id)?;
+    app.engine
+        .store()
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))
 }
 
 #[utoipa::path(get, path = "/api/runs", params(ListQuery), tag = "runs",
@@ -103,12 +116,8 @@ pub async fn show<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(id): Path<String>,
 ) -> Result<Json<RunDocument>, ApiError> {
-    let id = parse_run(&id)?;
-    let store = app.engine.store();
-    let run = store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+    let run = find_run(&app, &id).await?;
+    let (id, store) = (run.id, app.engine.store());
     let steps = store.steps(id).await?;
     // While the run is open its state is live; it is deleted at the end.
     let state = if run.finished_at.is_none() {
@@ -127,12 +136,8 @@ pub async fn cancel<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
-    let id = parse_run(&id)?;
-    let store = app.engine.store();
-    let run = store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+    let run = find_run(&app, &id).await?;
+    let id = run.id;
     match app.engine.cancel(id).await? {
         Some(done) => Ok(Json(Cancelled {
             run: id.to_string(),

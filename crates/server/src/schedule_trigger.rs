@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowstate_core::Timestamp;
 use flowstate_core::executor::StepExecutor;
 use flowstate_engine::{Engine, EngineError};
-use flowstate_store::{FireSchedule, NewRun, Store};
+use flowstate_store::{FireSchedule, Store};
 use serde_json::json;
 
 use crate::schedule::ScheduleSettings;
@@ -52,17 +52,11 @@ pub async fn fire_due<S: Store, E: StepExecutor>(
             workflow: due.workflow.clone(),
             fire_at: due.fire_at,
             next_fire_at: next,
-            run: NewRun {
-                delivery: None,
-                workflow: due.workflow.clone(),
-                version: version.id,
-                data: data.to_string(),
-                headers: json!({ "x-flowstate-trigger": "schedule" }).to_string(),
-                has_complete_hook: version.info.has_complete_hook,
-                has_error_hook: version.info.has_error_hook,
-                now,
-                claim_start: None,
-            },
+            run: engine.new_run(
+                &version,
+                data.to_string(),
+                json!({ "x-flowstate-trigger": "schedule" }).to_string(),
+            ),
         };
         if let Some(created) = store.fire_schedule(fire).await? {
             engine
