@@ -161,6 +161,16 @@ pub struct ServeArgs {
         value_name = "PATH"
     )]
     pub db: String,
+    /// PostgreSQL instead of the file (`postgres://user:pass@host/db`), so
+    /// that many `serve` nodes can share one database.
+    #[arg(
+        long,
+        env = "FLOWSTATE_DATABASE_URL",
+        hide_env_values = true,
+        conflicts_with = "db",
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(
         long,

@@ -784,3 +784,115 @@ fn dev_mode_redeploys_changed_files_and_keeps_the_last_good_version() {
     wait_for("ver_3");
     server.kill();
 }
+
+/// A fresh database on the test cluster (scripts/test starts one), or
+/// `None` outside CI when there is none.
+fn fresh_postgres() -> Option<String> {
+    let Ok(admin) = std::env::var("FLOWSTATE_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FLOWSTATE_TEST_DATABASE_URL is not set: run scripts/test"
+        );
+        eprintln!("skipped: no PostgreSQL (run scripts/test to include this test)");
+        return None;
+    };
+    let name = format!(
+        "flowstate_e2e_{}_{}",
+        std::process::id(),
+        jitter_ms(1_000_000)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    });
+    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
+}
+
+fn committed_steps(server: &Server) -> u64 {
+    get_text(&server.url("/metrics"))
+        .lines()
+        .find_map(|l| l.strip_prefix("flowstate_steps_total{outcome=\"committed\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_nodes_on_one_postgres_share_a_run_and_do_nothing_twice() {
+    let Some(url) = fresh_postgres() else { return };
+    let args = ["--database-url", url.as_str(), "--min-delay", "0"];
+    // Not Server::start: that passes --db, which --database-url excludes.
+    let start = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("flowstate listening on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base }
+    };
+    let a = start(&args);
+    let b = start(&args);
+    let n = 1500;
+    let (status, body) = must(
+        "PUT",
+        &a.url("/api/workflows/fanout"),
+        &[],
+        Some(FANOUT.as_bytes()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = must(
+        "POST",
+        &b.url("/hooks/fanout"),
+        &[("content-type", "application/json")],
+        Some(format!("{{\"n\": {n}}}").as_bytes()),
+    );
+    assert_eq!(status, 202, "node b serves what node a deployed: {body}");
+    let run = body["run"].as_str().unwrap().to_string();
+    let doc = wait_for_run(&a, &run, &[]);
+    assert_eq!(doc["summary"]["status"], "completed", "{}", doc["summary"]);
+    let hooks: Vec<_> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "complete_hook")
+        .collect();
+    assert_eq!(hooks.len(), 1);
+    let report: Value =
+        serde_json::from_str(hooks[0]["logs"][0]["message"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        report,
+        json!({ "count": n, "items": n, "unique": n }),
+        "no step ran twice"
+    );
+    let (ca, cb) = (committed_steps(&a), committed_steps(&b));
+    assert_eq!(
+        ca + cb,
+        n as u64 + 2,
+        "every step committed once, by one node or the other"
+    );
+    assert!(ca > 0 && cb > 0, "both nodes took steps: {ca} and {cb}");
+    a.kill();
+    b.kill();
+}

@@ -15,8 +15,10 @@ use thiserror::Error;
 pub mod blob;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, Error)]

@@ -15,17 +15,34 @@ use flowstate_core::{Clock, WallClock};
 use flowstate_engine::{Engine, EngineConfig, Until};
 use flowstate_js::Sandbox;
 use flowstate_server::{ServerConfig, WorkflowSettings, new_token, router};
-use flowstate_store::{SqliteOptions, SqliteStore, Store};
+use flowstate_store::{PostgresStore, SqliteOptions, SqliteStore, Store};
 use tokio::sync::watch;
 
 use crate::args::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    match args.database_url.clone() {
+        Some(url) => {
+            let store = PostgresStore::connect(&url)
+                .await
+                .context("cannot use --database-url")?;
+            serve(Arc::new(store), args, "PostgreSQL".into()).await
+        }
+        None => {
+            let store = SqliteStore::open(SqliteOptions::from_arg(&args.db))
+                .with_context(|| format!("cannot open the database {}", args.db))?;
+            let what = format!("database {}", args.db);
+            serve(Arc::new(store), args, what).await
+        }
+    }
+}
+
+async fn serve<S: Store>(
+    store: Arc<S>,
+    args: ServeArgs,
+    database: String,
+) -> anyhow::Result<ExitCode> {
     let limits = args.limits.apply(Limits::default())?;
-    let store = Arc::new(
-        SqliteStore::open(SqliteOptions::from_arg(&args.db))
-            .with_context(|| format!("cannot open the database {}", args.db))?,
-    );
     let sandbox = Sandbox::sized_to_cores();
     let config = EngineConfig::new(limits, sandbox.workers());
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
@@ -46,10 +63,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             min_schedule_interval: args.min_schedule_interval,
         },
     );
-    eprintln!(
-        "flowstate listening on http://{addr} (database {})",
-        args.db
-    );
+    eprintln!("flowstate listening on http://{addr} ({database})");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = {
@@ -80,7 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))),
         _ => None,
     };
-    tracing::info!(%addr, db = %args.db, "serving");
+    tracing::info!(%addr, %database, "serving");
 
     shutdown_signal().await;
     pruner.abort();
@@ -115,8 +129,8 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Deletes the history of runs that finished more than `retention` ago, at
 /// start and then hourly. Run state itself is deleted when a run ends.
-async fn prune_history(
-    store: Arc<SqliteStore>,
+async fn prune_history<S: Store>(
+    store: Arc<S>,
     clock: Arc<dyn Clock>,
     retention: std::time::Duration,
 ) {
