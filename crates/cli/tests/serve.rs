@@ -896,3 +896,50 @@ fn two_nodes_on_one_postgres_share_a_run_and_do_nothing_twice() {
     a.kill();
     b.kill();
 }
+
+#[test]
+fn a_shutdown_past_its_grace_period_releases_running_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("s.db"))
+        .args(["--step-cpu-limit", "60s", "--shutdown-grace", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("flowstate listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let spin = b"class Workflow { async start() { while (true) {} } }";
+    let (status, _) = must(
+        "PUT",
+        &format!("{base}/api/workflows/spin"),
+        &[],
+        Some(spin),
+    );
+    assert_eq!(status, 201);
+    let (status, body) = must("POST", &format!("{base}/hooks/spin"), &[], Some(b"{}"));
+    assert_eq!(status, 202, "{body}");
+    let run = body["run"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while must("GET", &format!("{base}/api/runs/{run}"), &[], None).1["steps"][0]["status"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("released 1 steps still running")),
+        "{rest:?}"
+    );
+}

@@ -70,6 +70,8 @@ pub(crate) struct Inner<S, E> {
     /// Something changed: a step finished, a run was created.
     pub wake: Notify,
     pub inflight: AtomicUsize,
+    /// Leases this engine holds: (step, attempt) of steps being run.
+    pub held: std::sync::Mutex<std::collections::HashSet<(flowstate_core::StepId, u32)>>,
     /// Shutting down: finish what runs, claim nothing more.
     pub stopping: std::sync::atomic::AtomicBool,
     pub stats: Stats,
@@ -94,6 +96,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
                 config,
                 wake: Notify::new(),
                 inflight: AtomicUsize::new(0),
+                held: Default::default(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 stats: Stats::default(),
                 code: Mutex::default(),
@@ -258,6 +261,23 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
     /// behind its back, e.g. by a schedule firing through the store).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Gives up the leases of steps still running here, so that other nodes
+    /// (or this one, restarted) take them at once; their late commits are
+    /// refused. For a shutdown whose grace period ran out.
+    pub async fn release_held(&self) -> Result<u64> {
+        let held: Vec<_> = self
+            .inner
+            .held
+            .lock()
+            .expect("never poisoned")
+            .drain()
+            .collect();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.inner.store.release_leases(held).await?)
     }
 
     /// How a run finished, if it finished while this engine ran.

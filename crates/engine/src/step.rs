@@ -69,6 +69,17 @@ pub async fn run_and_commit<S: Store, E: StepExecutor>(
     inner: &Arc<Inner<S, E>>,
     step: ClaimedStep,
 ) -> Result<Attempt> {
+    let lease = (step.id, step.attempt);
+    inner.held.lock().expect("never poisoned").insert(lease);
+    let attempt = attempt_step(inner, step).await;
+    inner.held.lock().expect("never poisoned").remove(&lease);
+    attempt
+}
+
+async fn attempt_step<S: Store, E: StepExecutor>(
+    inner: &Arc<Inner<S, E>>,
+    step: ClaimedStep,
+) -> Result<Attempt> {
     let limits = inner.config.limits.clone();
     let run = run_context(inner, step.run, step.kind.is_hook()).await?;
     let max_attempts = limits.max_retries + 1;

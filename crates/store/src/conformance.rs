@@ -1012,6 +1012,31 @@ pub async fn a_schedule_fires_once_per_due_time_and_keeps_its_progress<S: Store>
     );
 }
 
+pub async fn released_leases_are_claimable_at_once<S: Store>(s: S) {
+    let (_, branches) = two_branches(&s, (false, false)).await;
+    let leases: Vec<_> = branches.iter().map(|b| (b.id, b.attempt)).collect();
+    assert_eq!(s.release_leases(leases).await.unwrap(), 2);
+    let again = claim(&s, T0, 10).await;
+    assert_eq!(
+        again.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(),
+        branches.iter().map(|b| (b.id, 2)).collect::<Vec<_>>()
+    );
+    let out = s
+        .commit_step(commit(&branches[0], succeed(vec![]), T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome::Superseded,
+        "the released attempt can no longer commit"
+    );
+    assert_eq!(
+        s.release_leases(vec![(branches[0].id, 1)]).await.unwrap(),
+        0,
+        "a stale lease releases nothing"
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1048,6 +1073,7 @@ macro_rules! conformance_tests {
             history_is_pruned_after_retention_and_open_runs_are_kept,
             an_inline_start_is_leased_to_its_creator,
             a_schedule_fires_once_per_due_time_and_keeps_its_progress,
+            released_leases_are_claimable_at_once,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

@@ -430,6 +430,14 @@ pub trait Store: Send + Sync + 'static {
     /// many runs were pruned.
     fn prune_history(&self, before: Timestamp) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Gives up these leases (step, attempt) so that any node can take the
+    /// steps at once (a node shutting down with steps still running).
+    /// Returns how many were released; steps since committed are left alone.
+    fn release_leases(
+        &self,
+        leases: Vec<(StepId, u32)>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// Resolves once every write accepted before it is durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
 }

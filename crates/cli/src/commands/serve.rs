@@ -116,9 +116,14 @@ async fn serve<S: Store>(
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => eprintln!("flowstate: the engine stopped with an error: {e}"),
         Ok(Err(e)) => eprintln!("flowstate: the engine task failed: {e}"),
-        Err(_) => eprintln!(
-            "flowstate: steps still running after the grace period are retried on the next start"
-        ),
+        Err(_) => match engine.release_held().await {
+            Ok(n) => eprintln!(
+                "flowstate: released {n} steps still running after the grace period; any node retries them now"
+            ),
+            Err(e) => eprintln!(
+                "flowstate: could not release running steps ({e}); they are retried when their leases run out"
+            ),
+        },
     }
     store.flush().await?;
     Ok(ExitCode::SUCCESS)

@@ -491,6 +491,25 @@ impl Store for PostgresStore {
         }
     }
 
+    fn release_leases(
+        &self,
+        leases: Vec<(flowstate_core::StepId, u32)>,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            in_tx!(pool, |tx| {
+                let mut released = 0;
+                for (step, attempt) in &leases {
+                    released += tx
+                        .execute(sql::RELEASE_LEASE, &[&step.0, &(*attempt as i32)])
+                        .await
+                        .map_err(pg_err)?;
+                }
+                released
+            })
+        }
+    }
+
     /// Every operation commits before it returns: nothing is ever pending.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         std::future::ready(Ok(()))

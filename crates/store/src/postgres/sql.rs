@@ -166,3 +166,5 @@ pub const PRUNE_STEPS: &str =
     "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at < $1)";
 pub const PRUNE_RUNS: &str = "DELETE FROM runs WHERE finished_at < $1";
 pub const PRUNE_DEDUPE: &str = "DELETE FROM dedupe_keys WHERE expires_at < $1";
+pub const RELEASE_LEASE: &str = "UPDATE steps SET status = 'pending', lease_until = NULL
+     WHERE id = $1 AND attempt = $2 AND status = 'running'";

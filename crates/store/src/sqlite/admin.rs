@@ -235,4 +235,18 @@ impl Writer {
             .map_err(db_err)?;
         Ok(runs as u64)
     }
+
+    pub fn release_leases(&mut self, leases: &[(flowstate_core::StepId, u32)]) -> Result<u64> {
+        let mut released = 0;
+        for (step, attempt) in leases {
+            released += self
+                .conn
+                .prepare_cached(sql::RELEASE_LEASE)
+                .map_err(db_err)?
+                .execute(params![step.0, attempt])
+                .map_err(db_err)? as u64;
+            self.leases.remove(&step.0);
+        }
+        Ok(released)
+    }
 }

@@ -527,6 +527,13 @@ impl Store for SqliteStore {
         self.call(false, move |w| w.next_schedule_at())
     }
 
+    fn release_leases(
+        &self,
+        leases: Vec<(flowstate_core::StepId, u32)>,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        self.call(true, move |w| w.release_leases(&leases))
+    }
+
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         self.call(true, |_| Ok::<_, StoreError>(()))
     }

@@ -172,3 +172,5 @@ pub const ADVANCE_SCHEDULE: &str = "UPDATE schedules SET next_fire_at = ?3, fire
      WHERE workflow = ?1 AND next_fire_at = ?2";
 pub const NEXT_SCHEDULE: &str =
     "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL";
+pub const RELEASE_LEASE: &str = "UPDATE steps SET status = 'pending', lease_until = NULL
+     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
