@@ -82,7 +82,12 @@ struct StepState {
     logs: Vec<LogLine>,
     dropped_logs: usize,
     ended: Option<String>,
+    /// `setTimeout`s waiting: (due, id), earliest first.
+    timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32)>>,
 }
+
+/// Most timers one step may have waiting at once.
+const MAX_TIMERS: usize = 10_000;
 
 /// The step's runtime, kept alive past the report so its teardown (a final
 /// garbage collection of everything the step made) happens after the
@@ -174,6 +179,11 @@ fn execute(
     rt.set_gc_threshold(job.limits.memory / 4);
     let ctx = Context::custom::<StepIntrinsics>(&rt).map_err(internal)?;
     let result = ctx.with(|ctx| {
+        // SAFETY: adds the standard atob/btoa globals to this fresh, live
+        // context (it needs DOMException, which StepIntrinsics includes).
+        if unsafe { rquickjs::qjs::JS_AddIntrinsicAToB(ctx.as_raw().as_ptr()) } < 0 {
+            return Err(internal("could not install atob/btoa"));
+        }
         install_host(&ctx, job, compiled, state).map_err(|e| js_error(&ctx, e))?;
         // SAFETY: both bytecodes were produced in this process by this same
         // QuickJS build (prelude_bytecode, compile::compile); none comes from outside.
@@ -208,7 +218,15 @@ fn execute(
                 meta,
             ))
             .map_err(|e| js_error(&ctx, e))?;
-        drive(&ctx, &promise);
+        let fire_timer: Function = prelude.get("fireTimer").map_err(|e| js_error(&ctx, e))?;
+        let timers = Timers {
+            state,
+            fire: &fire_timer,
+            wall_deadline,
+            limit_hit,
+            host: &job.host,
+        };
+        drive_with_timers(&ctx, &promise, &timers);
         // Un-awaited promises still run, within the same limits.
         while ctx.execute_pending_job() {}
         match promise.result::<String>() {
@@ -223,6 +241,59 @@ fn execute(
     });
     teardown.0 = Some((ctx, rt));
     result
+}
+
+/// What the timer loop needs from the step.
+struct Timers<'a, 'js> {
+    state: &'a Rc<RefCell<StepState>>,
+    fire: &'a Function<'js>,
+    wall_deadline: Instant,
+    limit_hit: &'a Arc<AtomicU8>,
+    host: &'a Arc<dyn flowstate_core::executor::StepHost>,
+}
+
+/// Runs the job queue until `promise` settles; while it waits on nothing but
+/// timers, sleeps until the next one is due (within the wall limit) and
+/// fires it. Timers still waiting when the promise settles are dropped.
+fn drive_with_timers(ctx: &Ctx<'_>, promise: &Promise<'_>, t: &Timers<'_, '_>) {
+    let Timers {
+        state,
+        fire,
+        wall_deadline,
+        limit_hit,
+        host,
+    } = t;
+    let wall_deadline = *wall_deadline;
+    loop {
+        drive(ctx, promise);
+        if promise.state() != PromiseState::Pending
+            || limit_hit.load(Ordering::SeqCst) != LIMIT_NONE
+        {
+            return;
+        }
+        let next = state.borrow_mut().timers.pop();
+        let Some(std::cmp::Reverse((due, id))) = next else {
+            return;
+        };
+        if due > wall_deadline {
+            limit_hit.store(LIMIT_WALL, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if let Err(e) = fire.call::<_, ()>((id,)) {
+            // A throwing callback is an uncaught error, as in a browser: log it.
+            let err = js_error(ctx, e);
+            let mut st = state.borrow_mut();
+            st.logs.push(LogLine {
+                at: host.now(),
+                level: LogLevel::Error,
+                message: format!(
+                    "uncaught in a setTimeout callback: {}: {}",
+                    err.name, err.message
+                ),
+            });
+        }
+    }
 }
 
 /// Runs the job queue until `promise` settles or nothing is left to run.
@@ -383,6 +454,62 @@ fn install_host<'js>(
         })?,
     )?;
 
+    let st = state.clone();
+    obj.set(
+        "setTimer",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: u32, ms: f64| {
+            let mut st = st.borrow_mut();
+            if st.timers.len() >= MAX_TIMERS {
+                return Err(rquickjs::Exception::throw_range(
+                    &ctx,
+                    &format!("setTimeout: a step may have at most {MAX_TIMERS} timers waiting"),
+                ));
+            }
+            let ms = if ms.is_finite() {
+                ms.clamp(0.0, 1e12)
+            } else {
+                0.0
+            };
+            let due = Instant::now() + std::time::Duration::from_secs_f64(ms / 1000.0);
+            st.timers.push(std::cmp::Reverse((due, id)));
+            Ok(())
+        })?,
+    )?;
+
+    obj.set(
+        "parseUrl",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, input: String, base: Option<String>| {
+                let parsed = match base {
+                    Some(b) => url::Url::parse(&b).and_then(|b| b.join(&input)),
+                    None => url::Url::parse(&input),
+                };
+                let u = parsed.map_err(|e| {
+                    rquickjs::Exception::throw_type(&ctx, &format!("Invalid URL '{input}': {e}"))
+                })?;
+                Ok::<_, rquickjs::Error>(url_json(&u))
+            },
+        )?,
+    )?;
+
+    obj.set(
+        "randomBytes",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, n: usize| {
+            if n > 65_536 {
+                return Err(rquickjs::Exception::throw_range(
+                    &ctx,
+                    "crypto.getRandomValues: at most 65536 bytes at a time",
+                ));
+            }
+            let mut bytes = vec![0u8; n];
+            getrandom::fill(&mut bytes).map_err(|e| {
+                rquickjs::Exception::throw_internal(&ctx, &format!("no randomness: {e}"))
+            })?;
+            Ok(bytes)
+        })?,
+    )?;
+
     obj.set(
         "typedArrays",
         Function::new(ctx.clone(), |ctx: Ctx<'js>| {
@@ -400,6 +527,30 @@ fn install_host<'js>(
     )?;
 
     ctx.globals().set("__flowstate", obj)
+}
+
+/// A parsed URL's parts, as the `URL` class of the prelude reads them.
+fn url_json(u: &url::Url) -> String {
+    let port = u.port().map(|p| p.to_string()).unwrap_or_default();
+    let host = match u.host_str() {
+        Some(h) if !port.is_empty() => format!("{h}:{port}"),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    serde_json::json!({
+        "href": u.as_str(),
+        "origin": u.origin().ascii_serialization(),
+        "protocol": format!("{}:", u.scheme()),
+        "username": u.username(),
+        "password": u.password().unwrap_or_default(),
+        "host": host,
+        "hostname": u.host_str().unwrap_or_default(),
+        "port": port,
+        "pathname": u.path(),
+        "search": u.query().map(|q| format!("?{q}")).unwrap_or_default(),
+        "hash": u.fragment().map(|f| format!("#{f}")).unwrap_or_default(),
+    })
+    .to_string()
 }
 
 /// The pending JS exception (or an engine error) as a step error.

@@ -500,3 +500,94 @@ async fn the_wall_limit_stops_a_step_the_cpu_limit_would_let_run() {
         e.message
     );
 }
+
+#[tokio::test]
+async fn url_and_search_params_follow_the_web_api() {
+    let f = fixture(
+        "class Workflow {
+            async start(d, h, api) {
+                const u = new URL('/admin/api/2024-10/orders.json?status=any&limit=50#top', 'https://shop.example.com:8443');
+                api.log(u.href, u.host, u.pathname, u.searchParams.get('limit'), u.hash);
+                u.searchParams.set('limit', '250');
+                u.searchParams.append('fields', 'id,name');
+                api.log(u.search);
+                const q = new URLSearchParams({ a: 'x y', b: 'é&=' });
+                api.log(q.toString(), new URLSearchParams('?a=1&a=2').getAll('a').join('|'));
+                api.log(URL.canParse('not a url'), URL.canParse('mailto:a@b.c'));
+                try { new URL('::'); } catch (e) { api.log(e.name); }
+            }
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    assert!(scheduled(&r).is_empty(), "{:?}", r.result);
+    let logs: Vec<_> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        logs[0],
+        "https://shop.example.com:8443/admin/api/2024-10/orders.json?status=any&limit=50#top shop.example.com:8443 /admin/api/2024-10/orders.json 50 #top"
+    );
+    assert_eq!(logs[1], "?status=any&limit=250&fields=id%2Cname");
+    assert_eq!(logs[2], "a=x+y&b=%C3%A9%26%3D 1|2");
+    assert_eq!(logs[3], "false true");
+    assert_eq!(logs[4], "TypeError");
+}
+
+#[tokio::test]
+async fn text_encoding_base64_and_crypto_work() {
+    let f = fixture(
+        "class Workflow {
+            async start(d, h, api) {
+                const bytes = new TextEncoder().encode('héllo €𝄞');
+                api.log(bytes.length, new TextDecoder().decode(bytes));
+                api.log(btoa('flowstate'), atob('Zmxvd3N0YXRl'));
+                const id = crypto.randomUUID();
+                api.log(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id), id !== crypto.randomUUID());
+                const r = crypto.getRandomValues(new Uint32Array(4));
+                api.log(r.length, r.some((x) => x !== 0));
+            }
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    assert!(scheduled(&r).is_empty(), "{:?}", r.result);
+    let logs: Vec<_> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        logs,
+        [
+            "14 héllo €𝄞",
+            "Zmxvd3N0YXRl flowstate",
+            "true true",
+            "4 true"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn set_timeout_runs_callbacks_in_time_order_and_clear_timeout_cancels() {
+    let f = fixture(
+        "class Workflow {
+            async start(d, h, api) {
+                const seen = [];
+                const cancelled = setTimeout(() => seen.push('cancelled'), 5);
+                clearTimeout(cancelled);
+                setTimeout(() => seen.push('late'), 40);
+                setTimeout((x) => seen.push(x), 10, 'early');
+                await new Promise((resolve) => setTimeout(resolve, 60));
+                api.log(seen.join(','));
+            }
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    assert!(scheduled(&r).is_empty(), "{:?}", r.result);
+    assert_eq!(r.logs[0].message, "early,late");
+}
+
+#[tokio::test]
+async fn a_timer_past_the_wall_limit_stops_the_step() {
+    let src =
+        "class Workflow { async start() { await new Promise((r) => setTimeout(r, 60000)); } }";
+    let limits = Limits {
+        step_wall: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let r = fixture_with(src, limits).run("start", "{}").await;
+    assert_eq!(failed(&r).kind, ErrorKind::WallLimit, "{:?}", r.result);
+}
