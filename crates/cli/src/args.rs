@@ -204,6 +204,8 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +230,39 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+/// How workflow code's `fetch` behaves.
+#[derive(Args, Debug, Clone)]
+pub struct FetchArgs {
+    /// Refuse `fetch` to this network too (CIDR or address; repeatable).
+    /// Link-local and cloud metadata addresses are always refused.
+    #[arg(
+        long,
+        env = "FLOWSTATE_OUTBOUND_DENY",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub outbound_deny: Vec<String>,
+    /// Longest one `fetch` may take (the step's wall limit may cut it shorter).
+    #[arg(long, env = "FLOWSTATE_FETCH_TIMEOUT", value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub fetch_timeout: Option<Duration>,
+}
+
+impl FetchArgs {
+    pub fn policy(&self) -> anyhow::Result<flowstate_js::FetchPolicy> {
+        let mut policy = flowstate_js::FetchPolicy::default();
+        policy
+            .deny_networks(&self.outbound_deny)
+            .map_err(anyhow::Error::msg)?;
+        if let Some(t) = self.fetch_timeout {
+            anyhow::ensure!(!t.is_zero(), "--fetch-timeout must be more than 0");
+            policy.timeout = t;
+        }
+        Ok(policy)
+    }
 }
 
 #[derive(Args, Debug, Clone)]

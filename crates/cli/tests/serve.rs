@@ -943,3 +943,37 @@ fn a_shutdown_past_its_grace_period_releases_running_steps() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn workflow_fetch_reaches_the_server_but_not_its_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db"), &[]);
+    let src = "class Workflow {
+        async start(data, headers, api) {
+            const tryFetch = async (url) => {
+                try { return `${(await fetch(url)).status}`; } catch (e) { return e.message; }
+            };
+            return { metrics: await tryFetch(data.base + '/metrics'), admin: await tryFetch(data.base + '/api/workflows') };
+        }
+    }";
+    let (status, body) = must(
+        "PUT",
+        &server.url("/api/workflows/probe"),
+        &[],
+        Some(src.as_bytes()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let http = server.url(body["http_url"].as_str().unwrap());
+    let (status, answer) = must("GET", &format!("{http}?base={}", server.base), &[], None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["metrics"], "200",
+        "control: the server itself is reachable"
+    );
+    let admin = answer["admin"].as_str().unwrap();
+    assert!(
+        admin.contains("denied") && admin.contains("/api"),
+        "{admin}"
+    );
+    server.kill();
+}

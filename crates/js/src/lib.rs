@@ -6,6 +6,7 @@
 
 mod compile;
 mod cpu;
+mod fetch;
 mod schedule;
 mod step;
 
@@ -23,6 +24,7 @@ use flowstate_core::executor::{
 use tokio::sync::oneshot;
 
 pub use compile::{Compiled, compile};
+pub use fetch::{DEFAULT_DENY, DenyRule, FetchPolicy};
 
 /// Native stack of a worker thread: room for QuickJS's own guard
 /// (`step::JS_STACK_BYTES`) plus the host calls beneath it.
@@ -41,18 +43,25 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A pool of `workers` JS threads (at least one).
+    /// A pool of `workers` JS threads (at least one), `fetch` as by default.
     pub fn new(workers: usize) -> Self {
+        Self::with_fetch(workers, FetchPolicy::default())
+    }
+
+    /// A pool whose steps fetch under `policy`.
+    pub fn with_fetch(workers: usize, policy: FetchPolicy) -> Self {
+        let policy = Arc::new(policy);
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let cache: Cache = Arc::default();
         let workers = (0..workers.max(1))
             .map(|i| {
                 let rx = rx.clone();
                 let cache = cache.clone();
+                let policy = policy.clone();
                 std::thread::Builder::new()
                     .name(format!("flowstate-js-{i}"))
                     .stack_size(WORKER_STACK_BYTES)
-                    .spawn(move || worker_loop(rx, cache))
+                    .spawn(move || worker_loop(rx, cache, policy))
                     .expect("the OS can start a sandbox worker thread")
             })
             .collect();
@@ -64,7 +73,12 @@ impl Sandbox {
 
     /// One worker per available core.
     pub fn sized_to_cores() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        Self::new(cores())
+    }
+
+    /// One worker per available core, fetching under `policy`.
+    pub fn sized_to_cores_with(policy: FetchPolicy) -> Self {
+        Self::with_fetch(cores(), policy)
     }
 
     pub fn workers(&self) -> usize {
@@ -111,7 +125,11 @@ impl StepExecutor for Sandbox {
     }
 }
 
-fn worker_loop(rx: Receiver<Work>, cache: Cache) {
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn worker_loop(rx: Receiver<Work>, cache: Cache, policy: Arc<FetchPolicy>) {
     while let Ok(Work { job, reply }) = rx.recv() {
         let failed = |name: &str, message: String| {
             let error = StepError::new(ErrorKind::Internal, name, message);
@@ -123,15 +141,15 @@ fn worker_loop(rx: Receiver<Work>, cache: Cache) {
             (report, step::Teardown(None))
         };
         let (report, teardown) = match compiled_for(&cache, &job) {
-            Ok(compiled) => {
-                std::panic::catch_unwind(AssertUnwindSafe(|| step::run_step(job, &compiled)))
-                    .unwrap_or_else(|_| {
-                        failed(
-                            "InternalError",
-                            "the sandbox panicked while running the step".into(),
-                        )
-                    })
-            }
+            Ok(compiled) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                step::run_step(job, &compiled, &policy)
+            }))
+            .unwrap_or_else(|_| {
+                failed(
+                    "InternalError",
+                    "the sandbox panicked while running the step".into(),
+                )
+            }),
             Err(e) => failed("LoadError", e.message),
         };
         // Answer first; the runtime's teardown is off the engine's path.

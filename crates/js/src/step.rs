@@ -22,6 +22,7 @@ use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value, 
 
 use crate::compile::{Compiled, EXPORT_NAME};
 use crate::cpu::thread_cpu_time;
+use crate::fetch::{self, FetchPolicy, FetchRequest};
 use crate::schedule::{self, ScheduleContext};
 
 pub const PRELUDE_NAME: &str = "flowstate:prelude";
@@ -94,11 +95,15 @@ const MAX_TIMERS: usize = 10_000;
 /// engine has its answer.
 pub struct Teardown(#[allow(dead_code)] pub Option<(Context, Runtime)>);
 
-pub fn run_step(job: StepJob, compiled: &Compiled) -> (StepReport, Teardown) {
+pub fn run_step(
+    job: StepJob,
+    compiled: &Compiled,
+    policy: &Arc<FetchPolicy>,
+) -> (StepReport, Teardown) {
     let state = Rc::new(RefCell::new(StepState::default()));
     let limit_hit = Arc::new(AtomicU8::new(LIMIT_NONE));
     let mut teardown = Teardown(None);
-    let outcome = execute(&job, compiled, &state, &limit_hit, &mut teardown);
+    let outcome = execute(&job, compiled, policy, &state, &limit_hit, &mut teardown);
     let mut st = state.take();
     if st.dropped_logs > 0 {
         st.logs.push(LogLine {
@@ -152,6 +157,7 @@ pub fn run_step(job: StepJob, compiled: &Compiled) -> (StepReport, Teardown) {
 fn execute(
     job: &StepJob,
     compiled: &Compiled,
+    policy: &Arc<FetchPolicy>,
     state: &Rc<RefCell<StepState>>,
     limit_hit: &Arc<AtomicU8>,
     teardown: &mut Teardown,
@@ -184,7 +190,8 @@ fn execute(
         if unsafe { rquickjs::qjs::JS_AddIntrinsicAToB(ctx.as_raw().as_ptr()) } < 0 {
             return Err(internal("could not install atob/btoa"));
         }
-        install_host(&ctx, job, compiled, state).map_err(|e| js_error(&ctx, e))?;
+        install_host(&ctx, job, compiled, state, policy, wall_deadline)
+            .map_err(|e| js_error(&ctx, e))?;
         // SAFETY: both bytecodes were produced in this process by this same
         // QuickJS build (prelude_bytecode, compile::compile); none comes from outside.
         let prelude = unsafe { Module::load(ctx.clone(), prelude_bytecode()) }
@@ -353,8 +360,40 @@ fn install_host<'js>(
     job: &StepJob,
     compiled: &Compiled,
     state: &Rc<RefCell<StepState>>,
+    policy: &Arc<FetchPolicy>,
+    wall_deadline: Instant,
 ) -> rquickjs::Result<()> {
     let obj = Object::new(ctx.clone())?;
+
+    let policy = policy.clone();
+    obj.set(
+        "fetch",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>,
+                  url: String,
+                  method: String,
+                  headers: String,
+                  text: Option<String>,
+                  bytes: Option<Vec<u8>>| {
+                let headers: Vec<(String, String)> =
+                    serde_json::from_str(&headers).unwrap_or_default();
+                let body = text.map(String::into_bytes).or(bytes);
+                let remaining = wall_deadline.saturating_duration_since(Instant::now());
+                fetch::perform(
+                    &policy,
+                    remaining,
+                    FetchRequest {
+                        url,
+                        method,
+                        headers,
+                        body,
+                    },
+                )
+                .map_err(|msg| rquickjs::Exception::throw_type(&ctx, &msg))
+            },
+        )?,
+    )?;
 
     let host = job.host.clone();
     obj.set(

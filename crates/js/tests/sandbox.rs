@@ -77,7 +77,11 @@ fn fixture(source: &str) -> Fixture {
 }
 
 fn fixture_with(source: &str, limits: Limits) -> Fixture {
-    let sandbox = Sandbox::new(1);
+    fixture_full(source, limits, flowstate_js::FetchPolicy::default())
+}
+
+fn fixture_full(source: &str, limits: Limits, policy: flowstate_js::FetchPolicy) -> Fixture {
+    let sandbox = Sandbox::with_fetch(1, policy);
     sandbox
         .inspect("wf", source)
         .expect("the test workflow loads");
@@ -590,4 +594,153 @@ async fn a_timer_past_the_wall_limit_stops_the_step() {
     };
     let r = fixture_with(src, limits).run("start", "{}").await;
     assert_eq!(failed(&r).kind, ErrorKind::WallLimit, "{:?}", r.result);
+}
+
+/// A loopback HTTP server for fetch tests: a few canned routes, a thread
+/// per connection, answering until the test ends.
+fn http_server() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (mut length, mut ctype) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end().to_ascii_lowercase();
+                    if h.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if let Some(v) = h.strip_prefix("content-type:") {
+                        ctype = v.trim().to_string();
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                let (status, extra, out): (&str, String, Vec<u8>) = match path.as_str() {
+                    "/json" => (
+                        "200 OK",
+                        "content-type: application/json\r\nx-test: yes\r\n".into(),
+                        br#"{"ok":1}"#.to_vec(),
+                    ),
+                    "/echo" => (
+                        "200 OK",
+                        String::new(),
+                        format!("{}|{}", ctype, String::from_utf8_lossy(&body)).into_bytes(),
+                    ),
+                    "/redirect" => ("302 Found", "location: /json\r\n".into(), Vec::new()),
+                    "/binary" => ("200 OK", String::new(), vec![0, 255, 1]),
+                    "/big" => ("200 OK", String::new(), vec![b'x'; 200_000]),
+                    "/slow" => {
+                        std::thread::sleep(Duration::from_millis(1500));
+                        ("200 OK", String::new(), b"late".to_vec())
+                    }
+                    _ => ("404 Not Found", String::new(), b"no such thing".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+                    out.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&out);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn fetch_talks_to_a_real_server() {
+    let base = http_server();
+    let src = format!(
+        "class Workflow {{
+            async start(d, h, api) {{
+                const r = await fetch('{base}/json');
+                api.log(r.status, r.ok, r.headers.get('X-Test'), JSON.stringify(await r.json()));
+                const e = await fetch(new URL('/echo', '{base}'), {{ method: 'post', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify({{ a: 1 }}) }});
+                api.log(await e.text());
+                const f = await fetch('{base}/echo', {{ method: 'POST', body: new URLSearchParams({{ q: 'a b' }}) }});
+                api.log(await f.text());
+                const m = await fetch('{base}/missing');
+                api.log(m.status, m.ok, await m.text());
+                const rd = await fetch('{base}/redirect');
+                api.log(rd.status, rd.redirected, rd.url.endsWith('/json'));
+                const b = new Uint8Array(await (await fetch('{base}/binary')).arrayBuffer());
+                api.log(Array.from(b).join(','));
+            }}
+        }}"
+    );
+    let r = fixture(&src).run("start", "{}").await;
+    assert!(scheduled(&r).is_empty(), "{:?}", r.result);
+    let logs: Vec<_> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        logs,
+        [
+            r#"200 true yes {"ok":1}"#,
+            r#"application/json|{"a":1}"#,
+            "application/x-www-form-urlencoded;charset=utf-8|q=a+b",
+            "404 false no such thing",
+            "200 true true",
+            "0,255,1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn fetch_limits_size_time_and_destinations() {
+    let base = http_server();
+    let src = format!(
+        "class Workflow {{
+            async start(d, h, api) {{
+                for (const url of ['{base}/big', '{base}/slow', 'http://169.254.169.254/latest/meta-data/', '{base}/json', 'ftp://example.com/x']) {{
+                    try {{ const r = await fetch(url); api.log('ok', r.status); }} catch (e) {{ api.log(e.name, e.message); }}
+                }}
+            }}
+        }}"
+    );
+    let policy = flowstate_js::FetchPolicy {
+        timeout: Duration::from_millis(300),
+        max_response_bytes: 100_000,
+        ..Default::default()
+    };
+    let r = fixture_full(&src, Limits::default(), policy.clone())
+        .run("start", "{}")
+        .await;
+    let logs: Vec<_> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(
+        logs[0].starts_with("TypeError") && logs[0].contains("over the fetch limit of 97.7 KiB"),
+        "{}",
+        logs[0]
+    );
+    assert!(logs[1].contains("timed out after 300ms"), "{}", logs[1]);
+    assert!(
+        logs[2].contains("denied") && logs[2].contains("169.254.0.0/16"),
+        "{}",
+        logs[2]
+    );
+    assert_eq!(logs[3], "ok 200", "control: the same server is reachable");
+    assert!(logs[4].contains("only http and https"), "{}", logs[4]);
+
+    // The deny-list is what stops a request: deny loopback and the server
+    // that just answered is refused.
+    let mut denied = policy;
+    denied.deny_networks(&["127.0.0.0/8".into()]).unwrap();
+    let r = fixture_full(&src, Limits::default(), denied)
+        .run("start", "{}")
+        .await;
+    assert!(
+        r.logs[3].message.contains("denied") && r.logs[3].message.contains("127.0.0.0/8"),
+        "{}",
+        r.logs[3].message
+    );
 }

@@ -35,7 +35,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(SqliteOptions::from_arg(&args.db))
         .with_context(|| format!("cannot open the database {}", args.db))?;
     let store = Arc::new(store);
-    let sandbox = Sandbox::sized_to_cores();
+    let sandbox = Sandbox::sized_to_cores_with(args.fetch.policy()?);
     let mut config = EngineConfig::new(limits, sandbox.workers());
     config.capture_final_state = true;
     config.fast_forward = args.fast_forward;

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use flowstate_core::limits::Limits;
 use flowstate_core::{Clock, WallClock};
 use flowstate_engine::{Engine, EngineConfig, Until};
-use flowstate_js::Sandbox;
+use flowstate_js::{DenyRule, Sandbox};
 use flowstate_server::{ServerConfig, WorkflowSettings, new_token, router};
 use flowstate_store::{PostgresStore, SqliteOptions, SqliteStore, Store};
 use tokio::sync::watch;
@@ -43,7 +43,17 @@ async fn serve<S: Store>(
     database: String,
 ) -> anyhow::Result<ExitCode> {
     let limits = args.limits.apply(Limits::default())?;
-    let sandbox = Sandbox::sized_to_cores();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let mut policy = args.fetch.policy()?;
+    // Workflow code may call this server's webhooks, not its admin API.
+    policy.deny.push(DenyRule::Endpoint {
+        addr,
+        path: "/api".into(),
+    });
+    let sandbox = Sandbox::sized_to_cores_with(policy);
     let config = EngineConfig::new(limits, sandbox.workers());
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let engine = Engine::new(store.clone(), Arc::new(sandbox), clock, config);
@@ -51,10 +61,6 @@ async fn serve<S: Store>(
         deploy_dir(&engine, dir, args.min_schedule_interval).await?;
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let app = router(
         engine.clone(),
         ServerConfig {

@@ -70,7 +70,8 @@ function webGlobals() {
   }
 
   class Response {
-    #body;
+    #body = '';
+    #bytes = null;
     constructor(body = null, init = {}) {
       const status = init.status === undefined ? 200 : Number(init.status);
       if (!Number.isInteger(status) || status < 200 || status > 599) {
@@ -79,20 +80,37 @@ function webGlobals() {
       this.status = status;
       this.statusText = init.statusText === undefined ? '' : String(init.statusText);
       this.headers = new Headers(init.headers);
-      this.#body = body == null ? '' : typeof body === 'string' ? body : String(body);
+      this.url = '';
+      this.redirected = false;
+      if (body != null && typeof body === 'object' && (body instanceof ArrayBuffer || ArrayBuffer.isView(body))) {
+        this.#bytes = body instanceof ArrayBuffer ? new Uint8Array(body.slice(0)) : new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+      } else {
+        this.#body = body == null ? '' : String(body);
+      }
     }
     static json(data, init = {}) {
       const r = new Response(toJson(data, 'Response.json'), init);
       if (!r.headers.has('content-type')) r.headers.set('content-type', 'application/json');
       return r;
     }
+    // A fetched response: any status, the body as text or as bytes.
+    static _fromFetch(r) {
+      const res = new Response(r.text === undefined ? null : r.text, { statusText: r.statusText, headers: r.headers });
+      res.status = r.status;
+      res.url = r.url;
+      res.redirected = r.redirected;
+      if (r.base64 !== undefined) res.#bytes = Uint8Array.from(atob(r.base64), (c) => c.charCodeAt(0));
+      return res;
+    }
     get ok() { return this.status >= 200 && this.status < 300; }
-    async text() { return this.#body; }
-    async json() { return JSON.parse(this.#body); }
-    bodyText() { return this.#body; }
+    async text() { return this.bodyText(); }
+    async json() { return JSON.parse(this.bodyText()); }
+    async arrayBuffer() {
+      const bytes = this.#bytes || new TextEncoder().encode(this.#body);
+      return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    }
+    bodyText() { return this.#bytes ? new TextDecoder().decode(this.#bytes) : this.#body; }
   }
-  globalThis.Headers = Headers;
-  globalThis.Response = Response;
 
   // URLSearchParams: application/x-www-form-urlencoded pairs, in order.
   const formEncode = (s) =>
@@ -290,6 +308,30 @@ for (const name of ['Headers', 'Response', 'URL', 'URLSearchParams', 'TextEncode
     },
   });
 }
+
+// fetch: the host performs the request (see fetch.rs: timeouts, size cap,
+// deny-list); a failure rejects with a TypeError that says why.
+globalThis.fetch = async function fetch(input, init = {}) {
+  const { Headers, Response, URL, URLSearchParams } = webGlobals();
+  const url =
+    input instanceof URL ? input.href : input && typeof input === 'object' && typeof input.url === 'string' ? input.url : String(input);
+  const method = String(init.method || 'GET').toUpperCase();
+  const headers = new Headers(init.headers);
+  const b = init.body;
+  let text = null;
+  let bytes = null;
+  if (b instanceof URLSearchParams) {
+    text = b.toString();
+    if (!headers.has('content-type')) headers.set('content-type', 'application/x-www-form-urlencoded;charset=UTF-8');
+  } else if (b != null && typeof b === 'object' && (b instanceof ArrayBuffer || ArrayBuffer.isView(b))) {
+    bytes = Array.from(b instanceof ArrayBuffer ? new Uint8Array(b) : new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+  } else if (b != null) {
+    text = String(b);
+    if (!headers.has('content-type')) headers.set('content-type', 'text/plain;charset=UTF-8');
+  }
+  const r = JSON.parse(host.fetch(url, method, JSON.stringify([...headers]), text, bytes));
+  return Response._fromFetch(r);
+};
 
 // setTimeout: the host keeps the clock; callbacks wait here by id.
 const timers = new Map();
