@@ -977,3 +977,62 @@ fn workflow_fetch_reaches_the_server_but_not_its_admin_api() {
     );
     server.kill();
 }
+
+/// 200 runs triggered at once each add 1 to a workflow-scoped counter: it
+/// ends at exactly 200.
+#[test]
+fn concurrent_runs_share_an_exact_workflow_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db"), &[]);
+    let src = "class Workflow {
+        async start(data, headers, api) {
+            if (data.read) return { n: await api.workflowStore.get('n') };
+            await api.workflowStore.increment('n');
+        }
+    }";
+    let (status, body) = must(
+        "PUT",
+        &server.url("/api/workflows/count"),
+        &[],
+        Some(src.as_bytes()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let http = server.url(body["http_url"].as_str().unwrap());
+    let hook = server.url("/hooks/count");
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let hook = hook.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let (status, _) = must(
+                        "POST",
+                        &hook,
+                        &[("content-type", "application/json")],
+                        Some(b"{}"),
+                    );
+                    assert_eq!(status, 202);
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, runs) = must(
+            "GET",
+            &server.url("/api/runs?workflow=count&status=completed&limit=1000"),
+            &[],
+            None,
+        );
+        if runs["runs"].as_array().unwrap().len() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 200 runs did not complete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, answer) = must("GET", &format!("{http}?read=1"), &[], None);
+    assert_eq!((status, answer), (200, json!({ "n": 200 })));
+    server.kill();
+}

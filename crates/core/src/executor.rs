@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::ids::{RunId, StepId, VersionId};
 use crate::limits::Limits;
-use crate::state::StateOp;
+use crate::state::{StateOp, StateScope};
 use crate::status::StepKind;
 use crate::time::Timestamp;
 
@@ -97,7 +97,7 @@ pub struct StepJob {
 pub trait StepHost: Send + Sync {
     /// Applies a run-state or dedupe operation and returns its result as JSON
     /// text. Errors carry the message the workflow author sees.
-    fn state(&self, op: StateOp) -> Result<String, String>;
+    fn state(&self, scope: StateScope, op: StateOp) -> Result<String, String>;
     /// The engine's clock, for log timestamps.
     fn now(&self) -> Timestamp;
 }

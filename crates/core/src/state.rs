@@ -7,6 +7,14 @@ use thiserror::Error;
 
 use crate::json::human_bytes;
 
+/// Whose state an op touches: the run's (`api.runStore`) or the workflow's,
+/// shared by all its runs (`api.workflowStore`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateScope {
+    Run,
+    Workflow,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum StateOp {
     Get {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use flowstate_core::executor::StepHost;
 use flowstate_core::limits::Limits;
-use flowstate_core::state::StateOp;
+use flowstate_core::state::{StateOp, StateScope};
 use flowstate_core::{Clock, RunId, StepId, Timestamp};
 use flowstate_store::{OpContext, OpError, Store};
 use tokio::runtime::Handle;
@@ -25,7 +25,7 @@ pub struct EngineHost<S> {
 }
 
 impl<S: Store> StepHost for EngineHost<S> {
-    fn state(&self, op: StateOp) -> Result<String, String> {
+    fn state(&self, scope: StateScope, op: StateOp) -> Result<String, String> {
         op.check_sizes(self.limits.max_key_bytes, self.limits.max_value_bytes)
             .map_err(|e| e.to_string())?;
         let ctx = OpContext {
@@ -36,6 +36,7 @@ impl<S: Store> StepHost for EngineHost<S> {
             workflow: self.workflow.clone(),
             now: self.clock.now(),
             max_run_state_bytes: self.limits.max_run_state_bytes,
+            scope,
         };
         // Called on a sandbox worker thread, never inside the async runtime.
         self.runtime

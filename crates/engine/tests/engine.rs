@@ -79,7 +79,9 @@ async fn run_once<S: Store>(e: &Engine<S, FnExecutor>, data: &str) -> RunId {
 }
 
 fn op(job: &StepJob, op: StateOp) -> String {
-    job.host.state(op).unwrap()
+    job.host
+        .state(flowstate_core::state::StateScope::Run, op)
+        .unwrap()
 }
 
 fn incr(key: &str) -> StateOp {

@@ -15,7 +15,7 @@ use flowstate_core::executor::{
     ErrorKind, LogLevel, LogLine, Returned, ScheduledStep, StepError, StepJob, StepReport,
     StepResult,
 };
-use flowstate_core::state::StateOp;
+use flowstate_core::state::{StateOp, StateScope};
 use rquickjs::context::intrinsic;
 use rquickjs::promise::PromiseState;
 use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value, WriteOptions};
@@ -400,7 +400,7 @@ fn install_host<'js>(
         "op",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, name: String, key: String, arg: Option<String>| {
+            move |ctx: Ctx<'js>, scope: String, name: String, key: String, arg: Option<String>| {
                 let op = match (name.as_str(), arg) {
                     ("get", _) => StateOp::Get { key },
                     ("set", Some(value)) => StateOp::Set { key, value },
@@ -421,7 +421,12 @@ fn install_host<'js>(
                         ));
                     }
                 };
-                host.state(op)
+                let scope = if scope == "workflow" {
+                    StateScope::Workflow
+                } else {
+                    StateScope::Run
+                };
+                host.state(scope, op)
                     .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
             },
         )?,

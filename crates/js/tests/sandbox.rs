@@ -19,7 +19,14 @@ struct MemHost {
 }
 
 impl StepHost for MemHost {
-    fn state(&self, op: StateOp) -> Result<String, String> {
+    fn state(
+        &self,
+        scope: flowstate_core::state::StateScope,
+        op: StateOp,
+    ) -> Result<String, String> {
+        if scope == flowstate_core::state::StateScope::Workflow {
+            self.ops.lock().unwrap().push("workflow".into());
+        }
         self.ops
             .lock()
             .unwrap()
@@ -742,5 +749,18 @@ async fn fetch_limits_size_time_and_destinations() {
         r.logs[3].message.contains("denied") && r.logs[3].message.contains("127.0.0.0/8"),
         "{}",
         r.logs[3].message
+    );
+}
+
+#[tokio::test]
+async fn workflow_store_calls_carry_the_workflow_scope() {
+    let f = fixture(
+        "class Workflow { async start(d, h, api) { await api.workflowStore.increment('n'); await api.runStore.increment('m'); } }",
+    );
+    let r = f.run("start", "{}").await;
+    assert!(scheduled(&r).is_empty(), "{:?}", r.result);
+    assert_eq!(
+        *f.host.ops.lock().unwrap(),
+        ["workflow", "increment:n", "increment:m"]
     );
 }

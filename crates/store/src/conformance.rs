@@ -3,7 +3,7 @@
 //! `flowstate_store::conformance_tests!(make_store())` in its tests.
 
 use flowstate_core::executor::{ErrorKind, StepError, WorkflowInfo};
-use flowstate_core::state::{StateError, StateOp};
+use flowstate_core::state::{StateError, StateOp, StateScope};
 use flowstate_core::status::{RunStatus, StepKind, StepStatus};
 use flowstate_core::{RunId, Timestamp};
 
@@ -105,6 +105,7 @@ fn op_ctx(step: &ClaimedStep, seq: u32) -> OpContext {
         workflow: "wf".into(),
         now: T0,
         max_run_state_bytes: 16 * 1024 * 1024,
+        scope: StateScope::Run,
     }
 }
 
@@ -1037,6 +1038,77 @@ pub async fn released_leases_are_claimable_at_once<S: Store>(s: S) {
     );
 }
 
+pub async fn workflow_state_is_shared_by_runs_and_outlives_them<S: Store>(s: S) {
+    let (_, a) = two_branches(&s, (false, false)).await;
+    let shared = |step: &ClaimedStep, seq| OpContext {
+        scope: StateScope::Workflow,
+        ..op_ctx(step, seq)
+    };
+    assert_eq!(
+        s.apply_state_op(shared(&a[0], 0), incr("runs", 1.0))
+            .await
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        s.apply_state_op(shared(&a[1], 0), incr("runs", 1.0))
+            .await
+            .unwrap(),
+        "2"
+    );
+    s.apply_state_op(shared(&a[0], 1), push("seen", "\"a\""))
+        .await
+        .unwrap();
+    op(&s, &a[0], 2, incr("runs", 5.0)).await.unwrap();
+    let mut last = None;
+    for b in &a {
+        last = finished(s.commit_step(commit(b, succeed(vec![]), T0)).await.unwrap());
+    }
+    let done = last.expect("the run finished");
+    assert_eq!(
+        done.state.unwrap(),
+        vec![("runs".into(), "5".into())],
+        "run state and workflow state are apart"
+    );
+    // A later run of the same workflow sees the shared state.
+    let (_, b) = two_branches(&s, (false, false)).await;
+    assert_eq!(
+        s.apply_state_op(shared(&b[0], 0), get("runs"))
+            .await
+            .unwrap(),
+        "2"
+    );
+    assert_eq!(
+        s.apply_state_op(shared(&b[0], 1), get("seen"))
+            .await
+            .unwrap(),
+        "[\"a\"]"
+    );
+    assert_eq!(op(&s, &b[0], 2, get("runs")).await.unwrap(), "null");
+    // Journaled like run state: a retried step replays its shared increment.
+    s.apply_state_op(shared(&b[1], 0), incr("runs", 1.0))
+        .await
+        .unwrap();
+    let retry = StepRetry {
+        step: b[1].id,
+        attempt: 1,
+        error: boom(),
+        logs: "[]".into(),
+        now: T0,
+        due_at: T0,
+        duration_ms: 0,
+    };
+    s.retry_step(retry).await.unwrap();
+    let again = claim(&s, T0, 10).await.remove(0);
+    assert_eq!(
+        s.apply_state_op(shared(&again, 0), incr("runs", 1.0))
+            .await
+            .unwrap(),
+        "3",
+        "replayed, not applied twice"
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1074,6 +1146,7 @@ macro_rules! conformance_tests {
             an_inline_start_is_leased_to_its_creator,
             a_schedule_fires_once_per_due_time_and_keeps_its_progress,
             released_leases_are_claimable_at_once,
+            workflow_state_is_shared_by_runs_and_outlives_them,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

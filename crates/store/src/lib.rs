@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use flowstate_core::executor::{StepError, WorkflowInfo};
-use flowstate_core::state::{StateError, StateOp};
+use flowstate_core::state::{StateError, StateOp, StateScope};
 use flowstate_core::status::{RunStatus, StepKind, StepStatus};
 use flowstate_core::{RunId, StepId, Timestamp, VersionId};
 use thiserror::Error;
@@ -219,6 +219,8 @@ pub struct OpContext {
     pub workflow: String,
     pub now: Timestamp,
     pub max_run_state_bytes: usize,
+    /// The run's state, or its workflow's (shared across runs).
+    pub scope: StateScope,
 }
 
 #[derive(Clone, Debug)]

@@ -428,12 +428,12 @@ function end(reason) {
 }
 globalThis.$end = end;
 
-function makeStore(name) {
+function makeStore(name, scope) {
   const op = (opName, key, arg) => {
     if (typeof key !== 'string') {
       throw new TypeError(`${name}.${opName}: the key must be a string, got ${typeof key}`);
     }
-    const result = host.op(opName, key, arg);
+    const result = host.op(scope, opName, key, arg);
     return result === 'null' ? null : JSON.parse(result);
   };
   return Object.freeze({
@@ -466,7 +466,8 @@ function makeApi(meta, isHook) {
   };
   return Object.freeze({
     run: Object.freeze({ ...meta }),
-    runStore: makeStore('runStore'),
+    runStore: makeStore('runStore', 'run'),
+    workflowStore: makeStore('workflowStore', 'workflow'),
     async dedupe(key, ttlSeconds = 86400) {
       if (typeof key !== 'string' || key === '') {
         throw new TypeError(`api.dedupe: the key must be a non-empty string, got ${format([key])}`);
@@ -474,7 +475,7 @@ function makeApi(meta, isHook) {
       if (typeof ttlSeconds !== 'number' || !(ttlSeconds > 0) || !Number.isFinite(ttlSeconds)) {
         throw new TypeError(`api.dedupe('${key}', ${format([ttlSeconds])}): the TTL must be a positive number of seconds`);
       }
-      return JSON.parse(host.op('dedupe', key, String(ttlSeconds)));
+      return JSON.parse(host.op('run', 'dedupe', key, String(ttlSeconds)));
     },
     log: log('log'),
     end,

@@ -117,6 +117,13 @@ const MIGRATIONS: &[&str] = &[
         fired BIGINT NOT NULL DEFAULT 0
     );
     CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;",
+    // 2: workflow-scoped state (api.workflowStore), kept in the run-state
+    // tables under the negative of the scope's id.
+    "CREATE TABLE workflow_scopes (
+        id BIGSERIAL PRIMARY KEY,
+        workflow TEXT NOT NULL UNIQUE,
+        state_bytes BIGINT NOT NULL DEFAULT 0
+    );",
 ];
 
 /// An arbitrary constant naming flowstate's migration lock.

@@ -5,7 +5,8 @@
 //! run's total exact across nodes.
 
 use deadpool_postgres::Transaction;
-use flowstate_core::state::{StateError, StateOp, json_type_name};
+use flowstate_core::RunId;
+use flowstate_core::state::{StateError, StateOp, StateScope, json_type_name};
 
 use super::ops::lock_leased;
 use super::{pg_err, sql};
@@ -13,10 +14,30 @@ use crate::{OpContext, OpError};
 
 type OpResult<T> = std::result::Result<T, OpError>;
 
-pub async fn apply(tx: &Transaction<'_>, ctx: &OpContext, op: &StateOp) -> OpResult<String> {
-    if lock_leased(tx, ctx.step, ctx.attempt).await?.is_none() {
+pub async fn apply(tx: &Transaction<'_>, step_ctx: &OpContext, op: &StateOp) -> OpResult<String> {
+    if lock_leased(tx, step_ctx.step, step_ctx.attempt)
+        .await?
+        .is_none()
+    {
         return Err(StateError::Superseded.into());
     }
+    // Workflow-scoped state lives under its scope's negative id; the
+    // journal stays the step's, under its run.
+    let owned;
+    let ctx = match step_ctx.scope {
+        StateScope::Run => step_ctx,
+        StateScope::Workflow => {
+            let row = tx
+                .query_one(sql::WORKFLOW_SCOPE, &[&step_ctx.workflow])
+                .await
+                .map_err(pg_err)?;
+            owned = OpContext {
+                run: RunId(-row.get::<_, i64>(0)),
+                ..step_ctx.clone()
+            };
+            &owned
+        }
+    };
     let run = ctx.run.0;
     if op.is_read() {
         return Ok(read_key(tx, run, op.key()).await?);
@@ -39,7 +60,7 @@ pub async fn apply(tx: &Transaction<'_>, ctx: &OpContext, op: &StateOp) -> OpRes
         &[
             &ctx.step.0,
             &(ctx.seq as i32),
-            &run,
+            &step_ctx.run.0,
             &op.name(),
             &op.key(),
             &result,
@@ -127,12 +148,19 @@ pub async fn run_state(tx: &Transaction<'_>, run: i64) -> crate::Result<Vec<(Str
 }
 
 /// Locks the run's size and checks that growing it by `delta` stays within the limit.
+/// Where an owner's size is kept: a run's on its row, a workflow scope's
+/// (negative owner) on its own row.
+fn size_row(owner: i64) -> (&'static str, &'static str, i64) {
+    if owner < 0 {
+        (sql::LOCK_SCOPE_BYTES, sql::ADD_SCOPE_BYTES, -owner)
+    } else {
+        (sql::LOCK_RUN_BYTES, sql::ADD_RUN_BYTES, owner)
+    }
+}
+
 async fn reserve(tx: &Transaction<'_>, ctx: &OpContext, key: &str, delta: i64) -> OpResult<()> {
-    let total: i64 = tx
-        .query_one(sql::LOCK_RUN_BYTES, &[&ctx.run.0])
-        .await
-        .map_err(pg_err)?
-        .get(0);
+    let (lock, add, row) = size_row(ctx.run.0);
+    let total: i64 = tx.query_one(lock, &[&row]).await.map_err(pg_err)?.get(0);
     let after = total + delta;
     if delta > 0 && after > ctx.max_run_state_bytes as i64 {
         return Err(StateError::RunStateFull {
@@ -143,9 +171,7 @@ async fn reserve(tx: &Transaction<'_>, ctx: &OpContext, key: &str, delta: i64) -
         .into());
     }
     if delta != 0 {
-        tx.execute(sql::ADD_RUN_BYTES, &[&ctx.run.0, &delta])
-            .await
-            .map_err(pg_err)?;
+        tx.execute(add, &[&row, &delta]).await.map_err(pg_err)?;
     }
     Ok(())
 }
@@ -263,9 +289,8 @@ async fn delete(tx: &Transaction<'_>, run: i64, key: &str) -> OpResult<String> {
         tx.execute(sql::DELETE_STATE_KEY, &[&run, &key])
             .await
             .map_err(pg_err)?;
-        tx.execute(sql::ADD_RUN_BYTES, &[&run, &(-bytes)])
-            .await
-            .map_err(pg_err)?;
+        let (_, add, row) = size_row(run);
+        tx.execute(add, &[&row, &(-bytes)]).await.map_err(pg_err)?;
     }
     Ok("null".into())
 }

@@ -126,6 +126,12 @@ const MIGRATIONS: &[&str] = &[
         fired INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX schedules_due ON schedules(next_fire_at) WHERE next_fire_at IS NOT NULL;",
+    // 5: workflow-scoped state (api.workflowStore), kept in the run-state
+    // tables under the negative of the scope's id.
+    "CREATE TABLE workflow_scopes (
+        id INTEGER PRIMARY KEY,
+        workflow TEXT NOT NULL UNIQUE
+    );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -174,3 +174,5 @@ pub const NEXT_SCHEDULE: &str =
     "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL";
 pub const RELEASE_LEASE: &str = "UPDATE steps SET status = 'pending', lease_until = NULL
      WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
+pub const SELECT_WORKFLOW_SCOPE: &str = "SELECT id FROM workflow_scopes WHERE workflow = ?1";
+pub const INSERT_WORKFLOW_SCOPE: &str = "INSERT INTO workflow_scopes (workflow) VALUES (?1)";

@@ -5,7 +5,8 @@
 //! `increment` is one upsert) and as JSON text otherwise. Lists keep one row
 //! per item, so a push costs the same on the 10,000th item as on the first.
 
-use flowstate_core::state::{StateError, StateOp, json_type_name};
+use flowstate_core::RunId;
+use flowstate_core::state::{StateError, StateOp, StateScope, json_type_name};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{OptionalExtension, params};
 
@@ -16,10 +17,23 @@ use crate::{OpContext, OpError};
 type OpResult<T> = std::result::Result<T, OpError>;
 
 impl Writer {
-    pub fn apply_state_op(&mut self, ctx: &OpContext, op: &StateOp) -> OpResult<String> {
-        if self.leased_step(ctx.step, ctx.attempt)?.is_none() {
+    pub fn apply_state_op(&mut self, step_ctx: &OpContext, op: &StateOp) -> OpResult<String> {
+        if self.leased_step(step_ctx.step, step_ctx.attempt)?.is_none() {
             return Err(StateError::Superseded.into());
         }
+        // Workflow-scoped state lives under its scope's negative id; the
+        // journal stays the step's, under its run.
+        let owned;
+        let ctx = match step_ctx.scope {
+            StateScope::Run => step_ctx,
+            StateScope::Workflow => {
+                owned = OpContext {
+                    run: RunId(self.workflow_owner(&step_ctx.workflow)?),
+                    ..step_ctx.clone()
+                };
+                &owned
+            }
+        };
         if op.is_read() {
             return self.read_key(ctx.run.0, op.key());
         }
@@ -42,7 +56,7 @@ impl Writer {
             .execute(params![
                 ctx.step.0,
                 ctx.seq,
-                ctx.run.0,
+                step_ctx.run.0,
                 op.name(),
                 op.key(),
                 result
@@ -50,6 +64,29 @@ impl Writer {
             .map_err(db_err)?;
         self.journaled.insert(ctx.step.0);
         Ok(result)
+    }
+
+    /// The (negative) owner id of a workflow's shared state.
+    fn workflow_owner(&mut self, workflow: &str) -> OpResult<i64> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached(sql::SELECT_WORKFLOW_SCOPE)
+            .map_err(db_err)?
+            .query_row([workflow], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.conn
+                    .prepare_cached(sql::INSERT_WORKFLOW_SCOPE)
+                    .map_err(db_err)?
+                    .execute([workflow])
+                    .map_err(db_err)?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        Ok(-id)
     }
 
     /// The journaled result of this op if an earlier attempt applied the same
