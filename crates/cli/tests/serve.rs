@@ -14,19 +14,17 @@ use serde_json::{Value, json};
 struct Server {
     child: Child,
     base: String,
+    /// What the server printed on stderr after its address, as it comes.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(db: &Path, extra: &[&str]) -> Server {
+    /// `flowstate serve --listen 127.0.0.1:0 <args>`, once it listens.
+    fn spawn(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-            .args([
-                "serve",
-                "--db",
-                db.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -42,8 +40,34 @@ impl Server {
             }
         };
         // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, base }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Server {
+            child,
+            base,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything the server printed, once it has exited.
+    fn finish_log(&mut self) -> Vec<String> {
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A server on the SQLite file `db`.
+    fn start(db: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--db", db.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
     }
 
     fn url(&self, path: &str) -> String {
@@ -830,30 +854,8 @@ fn committed_steps(server: &Server) -> u64 {
 fn two_nodes_on_one_postgres_share_a_run_and_do_nothing_twice() {
     let Some(url) = fresh_postgres() else { return };
     let args = ["--database-url", url.as_str(), "--min-delay", "0"];
-    // Not Server::start: that passes --db, which --database-url excludes.
-    let start = |extra: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("flowstate listening on ") {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, base }
-    };
-    let a = start(&args);
-    let b = start(&args);
+    let a = Server::spawn(&args);
+    let b = Server::spawn(&args);
     let n = 1500;
     let (status, body) = must(
         "PUT",
@@ -900,21 +902,11 @@ fn two_nodes_on_one_postgres_share_a_run_and_do_nothing_twice() {
 #[test]
 fn a_shutdown_past_its_grace_period_releases_running_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("s.db"))
-        .args(["--step-cpu-limit", "60s", "--shutdown-grace", "1s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.strip_prefix("flowstate listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let mut server = Server::start(
+        &dir.path().join("s.db"),
+        &["--step-cpu-limit", "60s", "--shutdown-grace", "1s"],
+    );
+    let base = server.base.clone();
     let spin = b"class Workflow { async start() { while (true) {} } }";
     let (status, _) = must(
         "PUT",
@@ -934,13 +926,13 @@ fn a_shutdown_past_its_grace_period_releases_running_steps() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: sends a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success());
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert!(server.child.wait().unwrap().success());
+    let log = server.finish_log();
     assert!(
-        rest.iter()
+        log.iter()
             .any(|l| l.contains("released 1 steps still running")),
-        "{rest:?}"
+        "{log:?}"
     );
 }
 

@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use flowstate_core::executor::{StepError, WorkflowInfo};
+use flowstate_core::lifecycle;
 use flowstate_core::state::{StateError, StateOp, StateScope};
 use flowstate_core::status::{RunStatus, StepKind, StepStatus};
 use flowstate_core::{RunId, StepId, Timestamp, VersionId};
@@ -236,6 +237,48 @@ pub enum CommitKind {
     Succeeded { children: Vec<NewChild> },
     FailedForGood { error: StepError },
     Ended { reason: String },
+}
+
+impl CommitKind {
+    /// What this outcome is in the lifecycle's terms, the step's final
+    /// status, its error, the children it schedules, and the end reason.
+    pub fn plan(&self) -> CommitPlan<'_> {
+        match self {
+            CommitKind::Succeeded { children } => CommitPlan {
+                outcome: lifecycle::Outcome::Succeeded {
+                    children: children.len() as i64,
+                },
+                status: StepStatus::Done,
+                error: None,
+                children,
+                end_reason: None,
+            },
+            CommitKind::FailedForGood { error } => CommitPlan {
+                outcome: lifecycle::Outcome::FailedForGood,
+                status: StepStatus::Failed,
+                error: Some(error),
+                children: &[],
+                end_reason: None,
+            },
+            CommitKind::Ended { reason } => CommitPlan {
+                outcome: lifecycle::Outcome::Ended,
+                status: StepStatus::Ended,
+                error: None,
+                children: &[],
+                end_reason: Some(reason),
+            },
+        }
+    }
+}
+
+/// A commit seen by a store (see [`CommitKind::plan`]).
+#[derive(Debug)]
+pub struct CommitPlan<'a> {
+    pub outcome: lifecycle::Outcome,
+    pub status: StepStatus,
+    pub error: Option<&'a StepError>,
+    pub children: &'a [NewChild],
+    pub end_reason: Option<&'a str>,
 }
 
 #[derive(Clone, Debug)]

@@ -3,14 +3,14 @@
 
 use deadpool_postgres::Transaction;
 use flowstate_core::executor::StepError;
-use flowstate_core::lifecycle::{self, Outcome, RunView};
+use flowstate_core::lifecycle::{self, RunView};
 use flowstate_core::status::{RunStatus, StepKind, StepStatus};
 use flowstate_core::{RunId, StepId, Timestamp, VersionId};
 use tokio_postgres::Row;
 
 use super::{pg_err, sql, state_ops};
 use crate::{
-    AttemptRecord, ClaimRequest, ClaimedStep, CommitKind, CommitOutcome, CreatedRun, FinishedRun,
+    AttemptRecord, ClaimRequest, ClaimedStep, CommitOutcome, CommitPlan, CreatedRun, FinishedRun,
     NewRun, Publish, Result, RunRecord, StepCommit, StepRecord, StoreError, WorkflowRecord,
 };
 
@@ -247,32 +247,13 @@ pub(super) async fn commit_step(tx: &Transaction<'_>, c: StepCommit) -> Result<C
         has_error_hook: row.get(4),
     };
     let steps_total: i64 = row.get(2);
-    let no_children = Vec::new();
-    let (outcome, step_status, error, children, end_reason) = match &c.kind {
-        CommitKind::Succeeded { children } => (
-            Outcome::Succeeded {
-                children: children.len() as i64,
-            },
-            StepStatus::Done,
-            None,
-            children,
-            None,
-        ),
-        CommitKind::FailedForGood { error } => (
-            Outcome::FailedForGood,
-            StepStatus::Failed,
-            Some(error),
-            &no_children,
-            None,
-        ),
-        CommitKind::Ended { reason } => (
-            Outcome::Ended,
-            StepStatus::Ended,
-            None,
-            &no_children,
-            Some(reason.clone()),
-        ),
-    };
+    let CommitPlan {
+        outcome,
+        status: step_status,
+        error,
+        children,
+        end_reason,
+    } = c.kind.plan();
     let would_be = steps_total as u64 + children.len() as u64;
     if !children.is_empty() && would_be > c.max_steps_per_run {
         return Ok(CommitOutcome::StepsLimit {

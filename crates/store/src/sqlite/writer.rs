@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use flowstate_core::executor::{StepError, WorkflowInfo};
-use flowstate_core::lifecycle::{self, Outcome, RunView};
+use flowstate_core::lifecycle::{self, RunView};
 use flowstate_core::status::{RunStatus, StepKind, StepStatus};
 use flowstate_core::{RunId, StepId, Timestamp, VersionId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{db_err, sql};
 use crate::blob::BlobStore;
 use crate::{
-    AttemptRecord, ClaimRequest, ClaimedStep, CommitKind, CommitOutcome, CreatedRun, FinishedRun,
+    AttemptRecord, ClaimRequest, ClaimedStep, CommitOutcome, CommitPlan, CreatedRun, FinishedRun,
     NewRun, NewVersion, Result, RunContext, RunRecord, StepCommit, StepRecord, StepRetry,
     StoreError, VersionRecord,
 };
@@ -358,32 +358,13 @@ impl Writer {
             has_complete_hook,
             has_error_hook,
         };
-        let no_children = Vec::new();
-        let (outcome, step_status, error, children, end_reason) = match &c.kind {
-            CommitKind::Succeeded { children } => (
-                Outcome::Succeeded {
-                    children: children.len() as i64,
-                },
-                StepStatus::Done,
-                None,
-                children,
-                None,
-            ),
-            CommitKind::FailedForGood { error } => (
-                Outcome::FailedForGood,
-                StepStatus::Failed,
-                Some(error),
-                &no_children,
-                None,
-            ),
-            CommitKind::Ended { reason } => (
-                Outcome::Ended,
-                StepStatus::Ended,
-                None,
-                &no_children,
-                Some(reason.as_str()),
-            ),
-        };
+        let CommitPlan {
+            outcome,
+            status: step_status,
+            error,
+            children,
+            end_reason,
+        } = c.kind.plan();
         let would_be = steps_total as u64 + children.len() as u64;
         if !children.is_empty() && would_be > c.max_steps_per_run {
             return Ok(CommitOutcome::StepsLimit {
