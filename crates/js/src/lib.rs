@@ -71,11 +71,6 @@ impl Sandbox {
         }
     }
 
-    /// One worker per available core.
-    pub fn sized_to_cores() -> Self {
-        Self::new(cores())
-    }
-
     /// One worker per available core, fetching under `policy`.
     pub fn sized_to_cores_with(policy: FetchPolicy) -> Self {
         Self::with_fetch(cores(), policy)

@@ -118,15 +118,7 @@ async fn scenario(
             .and_then(|f| f.to_str())
             .unwrap_or("bench.db")
     ));
-    let _ = std::fs::remove_file(db);
-    let store = Arc::new(
-        SqliteStore::open(SqliteOptions {
-            path: Some(db.to_path_buf()),
-            relaxed_durability: args.relaxed_durability,
-            ..Default::default()
-        })
-        .with_context(|| format!("cannot open {}", db.display()))?,
-    );
+    let store = fresh_store(args, db)?;
     let limits = Limits {
         min_delay: Duration::ZERO,
         max_fanout: (n as u32).max(Limits::default().max_fanout),
@@ -212,6 +204,21 @@ async fn scenario(
     }
     drop(engine);
     Ok(outcome)
+}
+
+/// A new, empty benchmark database at `db` (durable unless relaxed).
+pub(super) fn fresh_store(
+    args: &BenchArgs,
+    db: &std::path::Path,
+) -> anyhow::Result<Arc<SqliteStore>> {
+    let _ = std::fs::remove_file(db);
+    let store = SqliteStore::open(SqliteOptions {
+        path: Some(db.to_path_buf()),
+        relaxed_durability: args.relaxed_durability,
+        ..Default::default()
+    })
+    .with_context(|| format!("cannot open {}", db.display()))?;
+    Ok(Arc::new(store))
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

@@ -14,7 +14,7 @@ use flowstate_core::{Clock, WallClock};
 use flowstate_engine::{Engine, EngineConfig, Until};
 use flowstate_js::Sandbox;
 use flowstate_server::{ServerConfig, router};
-use flowstate_store::{Publish, SqliteOptions, SqliteStore, Store};
+use flowstate_store::{Publish, Store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -31,15 +31,7 @@ struct Sample {
 }
 
 pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<Value> {
-    let _ = std::fs::remove_file(db);
-    let store = Arc::new(
-        SqliteStore::open(SqliteOptions {
-            path: Some(db.to_path_buf()),
-            relaxed_durability: args.relaxed_durability,
-            ..Default::default()
-        })
-        .with_context(|| format!("cannot open {}", db.display()))?,
-    );
+    let store = super::bench::fresh_store(args, db)?;
     let config = EngineConfig::new(
         Limits {
             min_delay: Duration::ZERO,

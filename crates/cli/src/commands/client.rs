@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
-use crate::args::{ClientArgs, DeployArgs, RunsCommand, RunsListArgs, TriggerArgs};
+use crate::args::{ClientArgs, DeployArgs, RunArgsId, RunsCommand, RunsListArgs, TriggerArgs};
 use crate::render;
 
 struct Client {
@@ -223,16 +223,16 @@ pub fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The run named on the command line, as the API shows it.
+fn run_document(a: &RunArgsId) -> anyhow::Result<Value> {
+    Client::new(&a.client).call("GET", &format!("/api/runs/{}", encode(&a.run)), "", None)
+}
+
 pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
         RunsCommand::List(a) => list(a),
         RunsCommand::Show(a) => {
-            let doc = Client::new(&a.client).call(
-                "GET",
-                &format!("/api/runs/{}", encode(&a.run)),
-                "",
-                None,
-            )?;
+            let doc = run_document(&a)?;
             if a.client.json {
                 print_json(&doc)?;
             } else {
@@ -241,12 +241,7 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Logs(a) => {
-            let doc = Client::new(&a.client).call(
-                "GET",
-                &format!("/api/runs/{}", encode(&a.run)),
-                "",
-                None,
-            )?;
+            let doc = run_document(&a)?;
             if a.client.json {
                 let logs: Vec<Value> = doc["steps"]
                     .as_array()

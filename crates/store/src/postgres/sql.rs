@@ -168,8 +168,9 @@ pub const PRUNE_RUNS: &str = "DELETE FROM runs WHERE finished_at < $1";
 pub const PRUNE_DEDUPE: &str = "DELETE FROM dedupe_keys WHERE expires_at < $1";
 pub const RELEASE_LEASE: &str = "UPDATE steps SET status = 'pending', lease_until = NULL
      WHERE id = $1 AND attempt = $2 AND status = 'running'";
-pub const WORKFLOW_SCOPE: &str = "INSERT INTO workflow_scopes (workflow) VALUES ($1)
-     ON CONFLICT (workflow) DO UPDATE SET workflow = excluded.workflow RETURNING id";
+pub const SELECT_WORKFLOW_SCOPE: &str = "SELECT id FROM workflow_scopes WHERE workflow = $1";
+pub const CREATE_WORKFLOW_SCOPE: &str =
+    "INSERT INTO workflow_scopes (workflow) VALUES ($1) ON CONFLICT (workflow) DO NOTHING";
 pub const LOCK_SCOPE_BYTES: &str =
     "SELECT state_bytes FROM workflow_scopes WHERE id = $1 FOR UPDATE";
 pub const ADD_SCOPE_BYTES: &str =

@@ -27,12 +27,8 @@ pub async fn apply(tx: &Transaction<'_>, step_ctx: &OpContext, op: &StateOp) -> 
     let ctx = match step_ctx.scope {
         StateScope::Run => step_ctx,
         StateScope::Workflow => {
-            let row = tx
-                .query_one(sql::WORKFLOW_SCOPE, &[&step_ctx.workflow])
-                .await
-                .map_err(pg_err)?;
             owned = OpContext {
-                run: RunId(-row.get::<_, i64>(0)),
+                run: RunId(-workflow_scope(tx, &step_ctx.workflow).await?),
                 ..step_ctx.clone()
             };
             &owned
@@ -69,6 +65,26 @@ pub async fn apply(tx: &Transaction<'_>, step_ctx: &OpContext, op: &StateOp) -> 
     .await
     .map_err(pg_err)?;
     Ok(result)
+}
+
+/// The id of a workflow's shared-state scope, created on first use. A read
+/// first: most ops find it, and need no write or lock for it.
+async fn workflow_scope(tx: &Transaction<'_>, workflow: &str) -> crate::Result<i64> {
+    if let Some(row) = tx
+        .query_opt(sql::SELECT_WORKFLOW_SCOPE, &[&workflow])
+        .await
+        .map_err(pg_err)?
+    {
+        return Ok(row.get(0));
+    }
+    tx.execute(sql::CREATE_WORKFLOW_SCOPE, &[&workflow])
+        .await
+        .map_err(pg_err)?;
+    let row = tx
+        .query_one(sql::SELECT_WORKFLOW_SCOPE, &[&workflow])
+        .await
+        .map_err(pg_err)?;
+    Ok(row.get(0))
 }
 
 async fn replay(tx: &Transaction<'_>, ctx: &OpContext, op: &StateOp) -> OpResult<Option<String>> {

@@ -68,6 +68,9 @@ impl Writer {
 
     /// The (negative) owner id of a workflow's shared state.
     fn workflow_owner(&mut self, workflow: &str) -> OpResult<i64> {
+        if let Some(owner) = self.scopes.get(workflow) {
+            return Ok(*owner);
+        }
         let found: Option<i64> = self
             .conn
             .prepare_cached(sql::SELECT_WORKFLOW_SCOPE)
@@ -86,6 +89,7 @@ impl Writer {
                 self.conn.last_insert_rowid()
             }
         };
+        self.scopes.insert(workflow.to_string(), -id);
         Ok(-id)
     }
 

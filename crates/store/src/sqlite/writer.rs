@@ -32,6 +32,8 @@ pub struct Writer {
     /// store releases leases of a previous process, so the map is exact;
     /// it spares a lookup per state op.
     pub(super) leases: HashMap<i64, LeasedStep>,
+    /// Workflow-scope owner ids (negative) by workflow name.
+    pub(super) scopes: HashMap<String, i64>,
     /// Blobs no longer referenced once the open transaction commits.
     pub(super) unreferenced_blobs: Vec<String>,
 }
@@ -44,6 +46,7 @@ impl Writer {
             state_bytes: HashMap::new(),
             journaled: HashSet::new(),
             leases: HashMap::new(),
+            scopes: HashMap::new(),
             unreferenced_blobs: Vec::new(),
         }
     }
@@ -59,6 +62,7 @@ impl Writer {
     pub fn forget_caches(&mut self) {
         self.state_bytes.clear();
         self.leases.clear();
+        self.scopes.clear();
     }
 
     pub fn deploy(&mut self, v: NewVersion) -> Result<VersionRecord> {
