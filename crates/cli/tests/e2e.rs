@@ -275,6 +275,10 @@ fn workflow_mistakes_fail_the_step_with_clear_messages() {
             "is a function",
         ),
         ("await api.runStore.push('big', { n: 10n });", "is a BigInt"),
+        (
+            "await api.workflowStore.set('w', 'five'); await api.workflowStore.increment('w');",
+            "workflowStore.increment('w'): the value stored there is a string",
+        ),
     ];
     for (i, (body, expected)) in cases.iter().enumerate() {
         let src = format!(

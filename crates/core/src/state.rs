@@ -149,6 +149,21 @@ pub enum StateError {
     Superseded,
 }
 
+impl StateError {
+    /// The message for an op on `scope`'s state: the messages name
+    /// `runStore`, and say `workflowStore` for the workflow's shared state.
+    pub fn message(&self, scope: StateScope) -> String {
+        let text = self.to_string();
+        match scope {
+            StateScope::Run => text,
+            StateScope::Workflow => text
+                .replace("runStore", "workflowStore")
+                .replace("run state", "workflow state")
+                .replace("the run's limit", "the workflow's limit"),
+        }
+    }
+}
+
 /// A JSON text's type, named as JS authors know it, for error messages.
 pub fn json_type_name(text: &str) -> &'static str {
     match text.trim_start().as_bytes().first() {
@@ -164,6 +179,32 @@ pub fn json_type_name(text: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_name_the_store_the_op_was_on() {
+        let e = StateError::NotANumber {
+            key: "n".into(),
+            found: "a string".into(),
+        };
+        assert!(
+            e.message(StateScope::Run)
+                .starts_with("runStore.increment('n')")
+        );
+        let w = e.message(StateScope::Workflow);
+        assert!(
+            w.starts_with("workflowStore.increment('n')") && !w.contains("runStore"),
+            "{w}"
+        );
+        let full = StateError::RunStateFull {
+            key: "k".into(),
+            size: 10,
+            limit: 5,
+        };
+        assert!(
+            full.message(StateScope::Workflow)
+                .contains("the workflow's limit")
+        );
+    }
 
     #[test]
     fn sizes_are_checked_at_the_edge() {

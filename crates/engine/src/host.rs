@@ -27,7 +27,7 @@ pub struct EngineHost<S> {
 impl<S: Store> StepHost for EngineHost<S> {
     fn state(&self, scope: StateScope, op: StateOp) -> Result<String, String> {
         op.check_sizes(self.limits.max_key_bytes, self.limits.max_value_bytes)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.message(scope))?;
         let ctx = OpContext {
             run: self.run,
             step: self.step,
@@ -42,7 +42,7 @@ impl<S: Store> StepHost for EngineHost<S> {
         self.runtime
             .block_on(self.store.apply_state_op(ctx, op))
             .map_err(|e| match e {
-                OpError::State(e) => e.to_string(),
+                OpError::State(e) => e.message(scope),
                 OpError::Store(e) => format!(
                     "flowstate could not apply the operation ({e}); the step will be retried"
                 ),
