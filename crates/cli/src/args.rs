@@ -46,8 +46,39 @@ pub enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// Look at, set or clear a workflow's $checkpoint (or a step's this.$checkpoint).
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
     /// Measure the engine on built-in scenarios.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckpointCommand {
+    /// Print the checkpoint's value (or say it is not set).
+    Get(CheckpointArgs),
+    /// Replace the checkpoint with a JSON value (`-` reads it from stdin).
+    Set {
+        #[command(flatten)]
+        target: CheckpointArgs,
+        /// The new value, as JSON: e.g. '{"last_id": 42}' or 7.
+        value: String,
+    },
+    /// Make the checkpoint undefined again.
+    Clear(CheckpointArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// The deployed workflow's name.
+    pub workflow: String,
+    /// A step method: its this.$checkpoint instead of the workflow's $checkpoint.
+    #[arg(long, value_name = "METHOD")]
+    pub step: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Where the server is, for the client commands.

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             Command::Deploy(a) => commands::client::deploy(a),
             Command::Trigger(a) => commands::client::trigger(a),
             Command::Runs { command } => commands::client::runs(command),
+            Command::Checkpoint { command } => commands::checkpoint::run(command),
             Command::Bench(a) => commands::bench::run(a).await,
         }
     });

@@ -2,168 +2,14 @@
 //! runs, errors, and crash safety under SIGKILL.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flowstate_server::settings::SignatureScheme;
 use flowstate_server::signature::sign;
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    base: String,
-    /// What the server printed on stderr after its address, as it comes.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    /// `flowstate serve --listen 127.0.0.1:0 <args>`, once it listens.
-    fn spawn(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("flowstate listening on ") {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining stderr so the server never blocks on it.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Server {
-            child,
-            base,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    /// Everything the server printed, once it has exited.
-    fn finish_log(&mut self) -> Vec<String> {
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        self.log.lock().unwrap().clone()
-    }
-
-    /// A server on the SQLite file `db`.
-    fn start(db: &Path, extra: &[&str]) -> Server {
-        let mut args = vec!["--db", db.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        Self::spawn(&args)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn kill(mut self) {
-        // SAFETY: sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        self.child.wait().unwrap();
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// (status, JSON body) of a request; `None` if the connection failed.
-fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Option<(u16, Value)> {
-    let agent = agent();
-    let mut resp = match (method, body) {
-        ("GET", _) => {
-            let mut r = agent.get(url);
-            for (k, v) in headers {
-                r = r.header(*k, *v);
-            }
-            r.call()
-        }
-        ("DELETE", _) => {
-            let mut r = agent.delete(url);
-            for (k, v) in headers {
-                r = r.header(*k, *v);
-            }
-            r.call()
-        }
-        (m, body) => {
-            let mut r = match m {
-                "PUT" => agent.put(url),
-                _ => agent.post(url),
-            };
-            for (k, v) in headers {
-                r = r.header(*k, *v);
-            }
-            match body {
-                Some(b) => r.send(b),
-                None => r.send_empty(),
-            }
-        }
-    }
-    .ok()?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-fn must(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, Value) {
-    request(method, url, headers, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
-}
-
-fn get_text(url: &str) -> String {
-    agent()
-        .get(url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
-
-fn wait_for_run(server: &Server, run: &str, token: &[(&str, &str)]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, doc) = must("GET", &server.url(&format!("/api/runs/{run}")), token, None);
-        assert_eq!(status, 200, "{doc}");
-        if doc["summary"]["finished_at"].is_string() {
-            return doc;
-        }
-        assert!(Instant::now() < deadline, "run {run} did not finish: {doc}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+mod common;
+use common::*;
 
 const ORDERS: &str = "class Workflow {
     async start(order, headers, api) {
@@ -535,15 +381,6 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     );
     assert!(!acked.is_empty());
     server.kill();
-}
-
-fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_flowstate"))
-        .args(args)
-        .env("FLOWSTATE_SERVER", &server.base)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -967,64 +804,5 @@ fn workflow_fetch_reaches_the_server_but_not_its_admin_api() {
         admin.contains("denied") && admin.contains("/api"),
         "{admin}"
     );
-    server.kill();
-}
-
-/// 200 runs triggered at once each add 1 to a workflow-scoped counter: it
-/// ends at exactly 200.
-#[test]
-fn concurrent_runs_share_an_exact_workflow_counter() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("s.db"), &[]);
-    let src = "class Workflow {
-        async start(data, headers, api) {
-            if (data.read) return { n: await api.workflowStore.get('n') };
-            await api.workflowStore.increment('n');
-        }
-    }";
-    let (status, body) = must(
-        "PUT",
-        &server.url("/api/workflows/count"),
-        &[],
-        Some(src.as_bytes()),
-    );
-    assert_eq!(status, 201, "{body}");
-    let http = server.url(body["http_url"].as_str().unwrap());
-    let hook = server.url("/hooks/count");
-    let senders: Vec<_> = (0..8)
-        .map(|_| {
-            let hook = hook.clone();
-            std::thread::spawn(move || {
-                for _ in 0..25 {
-                    let (status, _) = must(
-                        "POST",
-                        &hook,
-                        &[("content-type", "application/json")],
-                        Some(b"{}"),
-                    );
-                    assert_eq!(status, 202);
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        s.join().unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, runs) = must(
-            "GET",
-            &server.url("/api/runs?workflow=count&status=completed&limit=1000"),
-            &[],
-            None,
-        );
-        if runs["runs"].as_array().unwrap().len() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the 200 runs did not complete");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (status, answer) = must("GET", &format!("{http}?read=1"), &[], None);
-    assert_eq!((status, answer), (200, json!({ "n": 200 })));
     server.kill();
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::checkpoint::{Checkpoint, CheckpointWrite};
 use crate::ids::{RunId, StepId, VersionId};
 use crate::limits::Limits;
 use crate::state::{StateOp, StateScope};
@@ -98,6 +99,8 @@ pub trait StepHost: Send + Sync {
     /// Applies a run-state or dedupe operation and returns its result as JSON
     /// text. Errors carry the message the workflow author sees.
     fn state(&self, scope: StateScope, op: StateOp) -> Result<String, String>;
+    /// Reads a checkpoint (`scope` as in [`CheckpointWrite::scope`]).
+    fn checkpoint(&self, scope: &str) -> Result<Checkpoint, String>;
     /// The engine's clock, for log timestamps.
     fn now(&self) -> Timestamp;
 }
@@ -124,6 +127,8 @@ pub enum ErrorKind {
     Breaker,
     /// Something in flowstate itself; retried like any failure.
     Internal,
+    /// Another run kept changing a checkpoint this step changed.
+    CheckpointConflict,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Error)]
@@ -188,6 +193,8 @@ pub struct StepReport {
     pub logs: Vec<LogLine>,
     /// What the method returned, if anything.
     pub returned: Option<Returned>,
+    /// Checkpoints the step changed, to write at its commit.
+    pub checkpoints: Vec<CheckpointWrite>,
 }
 
 pub trait StepExecutor: Send + Sync + 'static {

@@ -5,6 +5,7 @@
 //! the engine and a sandbox. Nothing here does I/O, so all of it is tested
 //! with plain unit tests.
 
+pub mod checkpoint;
 pub mod delay;
 pub mod executor;
 pub mod ids;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use flowstate_core::checkpoint::Checkpoint;
 use flowstate_core::executor::StepHost;
 use flowstate_core::limits::Limits;
 use flowstate_core::state::{StateOp, StateScope};
@@ -22,6 +23,8 @@ pub struct EngineHost<S> {
     pub attempt: u32,
     pub workflow: String,
     pub seq: AtomicU32,
+    /// A re-run after a checkpoint conflict: replay the journal.
+    pub replay: bool,
 }
 
 impl<S: Store> StepHost for EngineHost<S> {
@@ -37,6 +40,7 @@ impl<S: Store> StepHost for EngineHost<S> {
             now: self.clock.now(),
             max_run_state_bytes: self.limits.max_run_state_bytes,
             scope,
+            replay: self.replay,
         };
         // Called on a sandbox worker thread, never inside the async runtime.
         self.runtime
@@ -46,6 +50,17 @@ impl<S: Store> StepHost for EngineHost<S> {
                 OpError::Store(e) => format!(
                     "flowstate could not apply the operation ({e}); the step will be retried"
                 ),
+            })
+    }
+
+    fn checkpoint(&self, scope: &str) -> Result<Checkpoint, String> {
+        self.runtime
+            .block_on(
+                self.store
+                    .checkpoint(self.workflow.clone(), scope.to_string()),
+            )
+            .map_err(|e| {
+                format!("flowstate could not read the checkpoint ({e}); the step will be retried")
             })
     }
 

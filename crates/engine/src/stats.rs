@@ -20,6 +20,8 @@ pub struct Stats {
     pub steps_committed: AtomicU64,
     pub steps_retried: AtomicU64,
     pub steps_failed: AtomicU64,
+    /// Step commits refused because a checkpoint changed (the step re-ran).
+    pub checkpoint_conflicts: AtomicU64,
     pub step_latency: Histogram,
 }
 

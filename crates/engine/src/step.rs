@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use flowstate_core::RunId;
+use flowstate_core::checkpoint::CheckpointWrite;
 use flowstate_core::executor::{
-    ErrorKind, Returned, RunMeta, StepError, StepExecutor, StepJob, StepLimits, StepResult,
-    WorkflowCode,
+    ErrorKind, LogLevel, LogLine, Returned, RunMeta, StepError, StepExecutor, StepJob, StepLimits,
+    StepReport, StepResult, WorkflowCode,
 };
 use flowstate_store::{
     ClaimedStep, CommitKind, CommitOutcome, NewChild, RunContext, StepCommit, StepRetry, Store,
@@ -94,14 +95,18 @@ async fn attempt_step<S: Store, E: StepExecutor>(
             ),
         );
         let error_copy = error.clone();
-        let claimed = commit(
+        let Recorded::Done(claimed) = commit(
             inner,
             &step,
             CommitKind::FailedForGood { error },
             "[]".into(),
             0,
+            Vec::new(),
         )
-        .await?;
+        .await?
+        else {
+            unreachable!("a failure writes no checkpoint")
+        };
         return Ok(Attempt {
             claimed,
             returned: None,
@@ -109,19 +114,8 @@ async fn attempt_step<S: Store, E: StepExecutor>(
         });
     }
     let code = workflow_code(inner, &run).await?;
-    let host = Arc::new(EngineHost {
-        store: inner.store.clone(),
-        clock: inner.clock.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        limits: limits.clone(),
-        run: run.id,
-        step: step.id,
-        attempt: step.attempt,
-        workflow: run.workflow.clone(),
-        seq: AtomicU32::new(0),
-    });
-    let job = StepJob {
-        code,
+    let job = |replay: bool| StepJob {
+        code: code.clone(),
         run: RunMeta {
             id: run.id,
             workflow: run.workflow.clone(),
@@ -142,37 +136,98 @@ async fn attempt_step<S: Store, E: StepExecutor>(
             limits: limits.clone(),
             steps_left: limits.max_steps_per_run.saturating_sub(run.steps_total),
         },
-        host,
+        host: Arc::new(EngineHost {
+            store: inner.store.clone(),
+            clock: inner.clock.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            limits: limits.clone(),
+            run: run.id,
+            step: step.id,
+            attempt: step.attempt,
+            workflow: run.workflow.clone(),
+            seq: AtomicU32::new(0),
+            replay,
+        }),
     };
-    let started = Instant::now();
-    let report = inner.executor.execute(job).await;
-    inner.stats.step_latency.observe(started.elapsed());
-    let duration_ms = started.elapsed().as_millis() as u64;
-    let logs = serde_json::to_string(&report.logs).expect("log lines serialise");
-    let returned = report.returned.clone();
-    let error = match &report.result {
-        StepResult::Failed(e) => Some(e.clone()),
-        _ => None,
-    };
-    let claimed = record(inner, &step, report.result, logs, duration_ms).await?;
-    Ok(Attempt {
-        claimed,
-        returned,
-        error,
-    })
+    // A checkpoint conflict refuses the commit and changes nothing: the step
+    // runs again under the same lease on the new value, replaying the state
+    // ops it already applied. Only a run of conflicts costs an attempt.
+    let mut reruns = 0;
+    loop {
+        let started = Instant::now();
+        let mut report = inner.executor.execute(job(reruns > 0)).await;
+        inner.stats.step_latency.observe(started.elapsed());
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if reruns > 0 {
+            report.logs.push(LogLine {
+                at: inner.clock.now(),
+                level: LogLevel::Info,
+                message: format!(
+                    "ran {} times: another run changed a checkpoint this step changes",
+                    reruns + 1
+                ),
+            });
+        }
+        if reruns >= MAX_CHECKPOINT_RERUNS && !matches!(report.result, StepResult::Failed(_)) {
+            report.result = StepResult::Failed(StepError::new(
+                ErrorKind::CheckpointConflict,
+                "CheckpointConflict",
+                format!(
+                    "other runs changed the checkpoint while this step ran, {reruns} times in a row; the step will be retried (serialise the workflow with concurrency: 1 if its runs all update one checkpoint)"
+                ),
+            ));
+            report.checkpoints.clear();
+        }
+        let logs = serde_json::to_string(&report.logs).expect("log lines serialise");
+        let returned = report.returned.clone();
+        let error = match &report.result {
+            StepResult::Failed(e) => Some(e.clone()),
+            _ => None,
+        };
+        match record(inner, &step, report, logs, duration_ms).await? {
+            Recorded::Done(claimed) => {
+                return Ok(Attempt {
+                    claimed,
+                    returned,
+                    error,
+                });
+            }
+            Recorded::CheckpointConflict(scope) => {
+                tracing::debug!(step = %step.id, scope, "checkpoint conflict; running the step again");
+                inner
+                    .stats
+                    .checkpoint_conflicts
+                    .fetch_add(1, Ordering::Relaxed);
+                reruns += 1;
+            }
+        }
+    }
+}
+
+/// Conflicts in a row after which a step counts as failed (and is retried
+/// with backoff like any failure).
+const MAX_CHECKPOINT_RERUNS: u32 = 50;
+
+/// How recording an attempt went.
+enum Recorded {
+    /// Committed or retried; any due steps its commit claimed.
+    Done(Vec<ClaimedStep>),
+    /// Refused: a checkpoint changed since the step read it.
+    CheckpointConflict(String),
 }
 
 /// Commits an attempt's outcome, or schedules its retry.
 async fn record<S: Store, E: StepExecutor>(
     inner: &Arc<Inner<S, E>>,
     step: &ClaimedStep,
-    result: StepResult,
+    report: StepReport,
     logs: String,
     duration_ms: u64,
-) -> Result<Vec<ClaimedStep>> {
+) -> Result<Recorded> {
     let limits = &inner.config.limits;
     let now = inner.clock.now();
-    match result {
+    let checkpoints = report.checkpoints;
+    match report.result {
         StepResult::Completed { scheduled } => {
             let children = scheduled
                 .into_iter()
@@ -188,11 +243,20 @@ async fn record<S: Store, E: StepExecutor>(
                 CommitKind::Succeeded { children },
                 logs,
                 duration_ms,
+                checkpoints,
             )
             .await
         }
         StepResult::Ended { reason } => {
-            commit(inner, step, CommitKind::Ended { reason }, logs, duration_ms).await
+            commit(
+                inner,
+                step,
+                CommitKind::Ended { reason },
+                logs,
+                duration_ms,
+                checkpoints,
+            )
+            .await
         }
         StepResult::Failed(error) => {
             // Hooks are not retried for throwing: a hook that throws is logged.
@@ -215,7 +279,7 @@ async fn record<S: Store, E: StepExecutor>(
                     if inner.store.retry_step(retry).await? {
                         inner.stats.steps_retried.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Vec::new())
+                    Ok(Recorded::Done(Vec::new()))
                 }
                 None => {
                     commit(
@@ -224,6 +288,7 @@ async fn record<S: Store, E: StepExecutor>(
                         CommitKind::FailedForGood { error },
                         logs,
                         duration_ms,
+                        Vec::new(),
                     )
                     .await
                 }
@@ -238,7 +303,8 @@ async fn commit<S: Store, E: StepExecutor>(
     kind: CommitKind,
     logs: String,
     duration_ms: u64,
-) -> Result<Vec<ClaimedStep>> {
+    checkpoints: Vec<CheckpointWrite>,
+) -> Result<Recorded> {
     let limits = &inner.config.limits;
     let failed = matches!(kind, CommitKind::FailedForGood { .. });
     let now = inner.clock.now();
@@ -264,6 +330,7 @@ async fn commit<S: Store, E: StepExecutor>(
             1 + free
         },
         lease_until: now.plus(limits.step_wall + inner.config.lease_margin),
+        checkpoints,
     };
     let mut outcome = inner.store.commit_step(c.clone()).await?;
     if let CommitOutcome::StepsLimit { would_be, limit } = outcome {
@@ -275,6 +342,7 @@ async fn commit<S: Store, E: StepExecutor>(
             ),
         );
         c.kind = CommitKind::FailedForGood { error };
+        c.checkpoints.clear();
         outcome = inner.store.commit_step(c).await?;
     }
     match outcome {
@@ -294,12 +362,13 @@ async fn commit<S: Store, E: StepExecutor>(
                     f.insert(done.run, done);
                 });
             }
-            Ok(claimed)
+            Ok(Recorded::Done(claimed))
         }
         CommitOutcome::Superseded => {
             tracing::debug!(step = %step.id, "step lost its lease before committing; outcome discarded");
-            Ok(Vec::new())
+            Ok(Recorded::Done(Vec::new()))
         }
+        CommitOutcome::CheckpointConflict { scope } => Ok(Recorded::CheckpointConflict(scope)),
         CommitOutcome::StepsLimit { .. } => unreachable!("a failure schedules no children"),
     }
 }

@@ -35,6 +35,7 @@ impl StepExecutor for FnExecutor {
                 result,
                 logs: vec![],
                 returned: None,
+                checkpoints: vec![],
             }
         }
     }

@@ -111,6 +111,7 @@ impl StepExecutor for Sandbox {
                 )),
                 logs: vec![],
                 returned: None,
+                checkpoints: vec![],
             };
             if !sent {
                 return lost();
@@ -132,6 +133,7 @@ fn worker_loop(rx: Receiver<Work>, cache: Cache, policy: Arc<FetchPolicy>) {
                 result: StepResult::Failed(error),
                 logs: vec![],
                 returned: None,
+                checkpoints: vec![],
             };
             (report, step::Teardown(None))
         };

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
+use flowstate_core::checkpoint::{self, CheckpointWrite};
 use flowstate_core::executor::{
     ErrorKind, LogLevel, LogLine, Returned, ScheduledStep, StepError, StepJob, StepReport,
     StepResult,
@@ -83,6 +84,10 @@ struct StepState {
     logs: Vec<LogLine>,
     dropped_logs: usize,
     ended: Option<String>,
+    /// Checkpoint versions read, by scope.
+    checkpoint_reads: std::collections::HashMap<String, i64>,
+    /// Checkpoints changed, to write at commit.
+    checkpoint_writes: Vec<CheckpointWrite>,
     /// `setTimeout`s waiting: (due, id), earliest first.
     timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32)>>,
 }
@@ -146,6 +151,10 @@ pub fn run_step(
     };
     (
         StepReport {
+            checkpoints: match result {
+                StepResult::Failed(_) => Vec::new(),
+                _ => std::mem::take(&mut st.checkpoint_writes),
+            },
             result,
             logs: st.logs,
             returned,
@@ -430,6 +439,39 @@ fn install_host<'js>(
                     .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
             },
         )?,
+    )?;
+
+    let (host, st) = (job.host.clone(), state.clone());
+    obj.set(
+        "checkpointRead",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, scope: String| {
+            let cp = host
+                .checkpoint(&scope)
+                .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))?;
+            st.borrow_mut().checkpoint_reads.insert(scope, cp.version);
+            Ok::<_, rquickjs::Error>(cp.value)
+        })?,
+    )?;
+
+    let st = state.clone();
+    obj.set(
+        "checkpointWrite",
+        Function::new(ctx.clone(), move |scope: String, value: Option<String>| {
+            if let Some(v) = &value
+                && let Err(msg) = checkpoint::check_size(&checkpoint::describe_scope(&scope), v)
+            {
+                return Some(msg);
+            }
+            let mut st = st.borrow_mut();
+            let read_version = st.checkpoint_reads.get(&scope).copied();
+            st.checkpoint_writes.retain(|w| w.scope != scope);
+            st.checkpoint_writes.push(CheckpointWrite {
+                scope,
+                read_version,
+                value,
+            });
+            None
+        })?,
     )?;
 
     let st = state.clone();

@@ -16,6 +16,8 @@ use flowstate_js::Sandbox;
 struct MemHost {
     state: Mutex<HashMap<String, serde_json::Value>>,
     ops: Mutex<Vec<String>>,
+    /// Checkpoints by scope: (JSON text, version).
+    checkpoints: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl StepHost for MemHost {
@@ -58,6 +60,17 @@ impl StepHost for MemHost {
                 "null".into()
             }
             StateOp::Dedupe { .. } => r#"{"locked":false}"#.into(),
+        })
+    }
+
+    fn checkpoint(&self, scope: &str) -> Result<flowstate_core::checkpoint::Checkpoint, String> {
+        let cps = self.checkpoints.lock().unwrap();
+        Ok(match cps.get(scope) {
+            Some((value, version)) => flowstate_core::checkpoint::Checkpoint {
+                value: Some(value.clone()),
+                version: *version,
+            },
+            None => Default::default(),
         })
     }
 
@@ -762,5 +775,84 @@ async fn workflow_store_calls_carry_the_workflow_scope() {
     assert_eq!(
         *f.host.ops.lock().unwrap(),
         ["workflow", "increment:n", "increment:m"]
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_are_read_on_use_and_handed_back_when_changed() {
+    let f = fixture(
+        "export class Workflow {
+            async start(data, headers, api) {
+                api.log(typeof $checkpoint);
+                $checkpoint = ($checkpoint || 0) + 1;
+                this.$checkpoint = { seen: [data.id] };
+            }
+            async mutate(data) {
+                $checkpoint.emails.push(data.email);
+            }
+            async readOnly() {
+                return $checkpoint.emails.length;
+            }
+            async blind() {
+                $checkpoint = undefined;
+            }
+            async huge() {
+                $checkpoint = 'x'.repeat(70 * 1024);
+            }
+        }",
+    );
+    let r = f.run("start", r#"{"id": 5}"#).await;
+    assert!(scheduled(&r).is_empty());
+    assert_eq!(r.logs[0].message, "undefined");
+    let by_scope: HashMap<_, _> = r
+        .checkpoints
+        .iter()
+        .map(|w| (w.scope.as_str(), (w.read_version, w.value.as_deref())))
+        .collect();
+    assert_eq!(
+        by_scope[""],
+        (Some(0), Some("1")),
+        "read at version 0, then set"
+    );
+    assert_eq!(
+        by_scope["start"],
+        (None, Some(r#"{"seen":[5]}"#)),
+        "assigned without reading: nothing to compare"
+    );
+
+    f.host
+        .checkpoints
+        .lock()
+        .unwrap()
+        .insert(String::new(), (r#"{"emails":["a@x"]}"#.into(), 4));
+    let r = f.run("mutate", r#"{"email": "b@x"}"#).await;
+    assert_eq!(
+        r.checkpoints[0].value.as_deref(),
+        Some(r#"{"emails":["a@x","b@x"]}"#),
+        "a change in place counts as a write"
+    );
+    assert_eq!(r.checkpoints[0].read_version, Some(4));
+    let r = f.run("readOnly", "null").await;
+    assert!(r.checkpoints.is_empty(), "reading alone writes nothing");
+    let r = f.run("blind", "null").await;
+    assert_eq!(
+        (
+            r.checkpoints[0].read_version,
+            r.checkpoints[0].value.as_deref()
+        ),
+        (None, None)
+    );
+
+    let r = f.run("huge", "null").await;
+    let e = failed(&r);
+    assert_eq!(e.name, "CheckpointTooLarge");
+    assert!(
+        e.message.contains("$checkpoint would be") && e.message.contains("64"),
+        "{}",
+        e.message
+    );
+    assert!(
+        r.checkpoints.is_empty(),
+        "a failed step writes no checkpoint"
     );
 }

@@ -4,6 +4,7 @@
 //! refused.
 
 mod auth;
+mod checkpoints;
 mod error;
 mod http_trigger;
 mod metrics;
@@ -75,6 +76,12 @@ pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerCon
                 .delete(workflows::remove::<S, E>),
         )
         .route("/api/workflows/{name}/runs", post(triggers::manual::<S, E>))
+        .route(
+            "/api/workflows/{name}/checkpoint",
+            get(checkpoints::get::<S, E>)
+                .put(checkpoints::put::<S, E>)
+                .delete(checkpoints::clear::<S, E>),
+        )
         .route("/api/runs", get(runs::list::<S, E>))
         .route("/api/runs/{id}", get(runs::show::<S, E>))
         .route("/api/runs/{id}/cancel", post(runs::cancel::<S, E>))

@@ -59,6 +59,7 @@ pub async fn metrics<S: Store, E: StepExecutor>(
         ("committed", &stats.steps_committed),
         ("retried", &stats.steps_retried),
         ("failed", &stats.steps_failed),
+        ("checkpoint_conflict", &stats.checkpoint_conflicts),
     ] {
         let _ = writeln!(
             out,

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{error, runs, schedule, settings, triggers, view, workflows};
+use crate::{checkpoints, error, runs, schedule, settings, triggers, view, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,9 @@ use crate::{error, runs, schedule, settings, triggers, view, workflows};
         workflows::deploy,
         workflows::show,
         workflows::remove,
+        checkpoints::get,
+        checkpoints::put,
+        checkpoints::clear,
         triggers::manual,
         triggers::webhook,
         runs::list,
@@ -25,6 +28,7 @@ use crate::{error, runs, schedule, settings, triggers, view, workflows};
     ),
     components(schemas(
         error::ErrorBody,
+        checkpoints::CheckpointView,
         workflows::WorkflowView,
         workflows::WorkflowList,
         workflows::DeployBody,

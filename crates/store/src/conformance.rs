@@ -89,6 +89,7 @@ fn commit(step: &ClaimedStep, kind: CommitKind, now: Timestamp) -> StepCommit {
         capture_state: true,
         claim: 0,
         lease_until: Timestamp(now.0 + LEASE),
+        checkpoints: Vec::new(),
     }
 }
 
@@ -106,6 +107,7 @@ fn op_ctx(step: &ClaimedStep, seq: u32) -> OpContext {
         now: T0,
         max_run_state_bytes: 16 * 1024 * 1024,
         scope: StateScope::Run,
+        replay: false,
     }
 }
 
@@ -1109,6 +1111,78 @@ pub async fn workflow_state_is_shared_by_runs_and_outlives_them<S: Store>(s: S) 
     );
 }
 
+pub async fn checkpoint_writes_are_compare_and_set<S: Store>(s: S) {
+    use flowstate_core::checkpoint::{Checkpoint, CheckpointWrite};
+    let write = |read_version, value: &str| CheckpointWrite {
+        scope: String::new(),
+        read_version,
+        value: Some(value.into()),
+    };
+    let (_, steps) = two_branches(&s, (false, false)).await;
+    let unset = s.checkpoint("wf".into(), "".into()).await.unwrap();
+    assert_eq!(unset, Checkpoint::default(), "undefined until first set");
+
+    // Both branches read version 0 and write 1: the first wins.
+    let mut first = commit(&steps[0], succeed(vec![]), T0);
+    first.checkpoints = vec![write(Some(0), "1")];
+    assert!(finished(s.commit_step(first).await.unwrap()).is_none());
+    assert_eq!(op(&s, &steps[1], 0, incr("n", 1.0)).await.unwrap(), "1");
+    let mut second = commit(&steps[1], succeed(vec![]), T0);
+    second.checkpoints = vec![write(Some(0), "1")];
+    assert_eq!(
+        s.commit_step(second.clone()).await.unwrap(),
+        CommitOutcome::CheckpointConflict { scope: "".into() }
+    );
+    // The refused commit changed nothing: the step still holds its lease,
+    // runs again replaying its journal, and commits on the new value.
+    let rerun = OpContext {
+        replay: true,
+        ..op_ctx(&steps[1], 0)
+    };
+    assert_eq!(
+        s.apply_state_op(rerun, incr("n", 1.0)).await.unwrap(),
+        "1",
+        "replayed, not applied twice"
+    );
+    let now = s.checkpoint("wf".into(), "".into()).await.unwrap();
+    assert_eq!((now.value.as_deref(), now.version), (Some("1"), 1));
+    second.checkpoints = vec![
+        write(Some(1), "2"),
+        CheckpointWrite {
+            scope: "work".into(),
+            read_version: None,
+            value: Some(r#"{"last":2}"#.into()),
+        },
+    ];
+    let done = finished(s.commit_step(second).await.unwrap()).expect("the run ends");
+    assert_eq!(done.status, RunStatus::Completed);
+    let now = s.checkpoint("wf".into(), "".into()).await.unwrap();
+    assert_eq!((now.value.as_deref(), now.version), (Some("2"), 2));
+    let step = s.checkpoint("wf".into(), "work".into()).await.unwrap();
+    assert_eq!(step.value.as_deref(), Some(r#"{"last":2}"#));
+
+    // Clearing from outside keeps the version growing, so a step that read
+    // the old value still conflicts.
+    let cleared = s
+        .put_checkpoint("wf".into(), "".into(), None, T0)
+        .await
+        .unwrap();
+    assert_eq!((cleared.value, cleared.version), (None, 3));
+    let (_, steps) = two_branches(&s, (false, false)).await;
+    let mut stale = commit(&steps[0], succeed(vec![]), T0);
+    stale.checkpoints = vec![write(Some(2), "3")];
+    assert!(matches!(
+        s.commit_step(stale).await.unwrap(),
+        CommitOutcome::CheckpointConflict { .. }
+    ));
+    // A failure for good writes nothing.
+    let mut failed = commit(&steps[1], CommitKind::FailedForGood { error: boom() }, T0);
+    failed.checkpoints = vec![write(Some(3), "9")];
+    s.commit_step(failed).await.unwrap();
+    let now = s.checkpoint("wf".into(), "".into()).await.unwrap();
+    assert_eq!((now.value, now.version), (None, 3));
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1147,6 +1221,7 @@ macro_rules! conformance_tests {
             a_schedule_fires_once_per_due_time_and_keeps_its_progress,
             released_leases_are_claimable_at_once,
             workflow_state_is_shared_by_runs_and_outlives_them,
+            checkpoint_writes_are_compare_and_set,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 
+use flowstate_core::checkpoint::{Checkpoint, CheckpointWrite};
 use flowstate_core::executor::{StepError, WorkflowInfo};
 use flowstate_core::lifecycle;
 use flowstate_core::state::{StateError, StateOp, StateScope};
@@ -222,6 +223,9 @@ pub struct OpContext {
     pub max_run_state_bytes: usize,
     /// The run's state, or its workflow's (shared across runs).
     pub scope: StateScope,
+    /// Replay from the journal even on a first attempt: the step is being
+    /// run again after a refused commit (a checkpoint conflict).
+    pub replay: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -300,6 +304,8 @@ pub struct StepCommit {
     pub claim: usize,
     /// The lease of steps claimed that way.
     pub lease_until: Timestamp,
+    /// Checkpoints to write, each only if still at the version the step read.
+    pub checkpoints: Vec<CheckpointWrite>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -324,6 +330,9 @@ pub enum CommitOutcome {
     /// Committing would take the run past its steps-per-run breaker; nothing
     /// was changed.
     StepsLimit { would_be: u64, limit: u64 },
+    /// A checkpoint the step changed was changed by another run since the
+    /// step read it; nothing was changed.
+    CheckpointConflict { scope: String },
 }
 
 #[derive(Clone, Debug)]
@@ -482,6 +491,23 @@ pub trait Store: Send + Sync + 'static {
         &self,
         leases: Vec<(StepId, u32)>,
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// A workflow's checkpoint (`scope` as in [`CheckpointWrite::scope`]).
+    fn checkpoint(
+        &self,
+        workflow: String,
+        scope: String,
+    ) -> impl Future<Output = Result<Checkpoint>> + Send;
+    /// Sets (or, with `None`, clears) a checkpoint from outside a run (CLI,
+    /// API), whatever its version; returns it as now stored. Durable when it
+    /// returns.
+    fn put_checkpoint(
+        &self,
+        workflow: String,
+        scope: String,
+        value: Option<String>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Checkpoint>> + Send;
 
     /// Resolves once every write accepted before it is durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;

@@ -11,14 +11,14 @@ use serde_json::{Map, Value, json};
 use crate::args::{ClientArgs, DeployArgs, RunArgsId, RunsCommand, RunsListArgs, TriggerArgs};
 use crate::render;
 
-struct Client {
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> Self {
+    pub(crate) fn new(args: &ClientArgs) -> Self {
         Client {
             base: args.server.trim_end_matches('/').to_string(),
             token: args.api_token.clone(),
@@ -31,7 +31,7 @@ impl Client {
     }
 
     /// Sends a request; a refused one becomes an error with the server's message.
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -85,12 +85,12 @@ impl Client {
     }
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
@@ -103,7 +103,7 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 /// Percent-encodes a query value.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod bench_webhooks;
+pub mod checkpoint;
 pub mod client;
 pub mod run;
 pub mod serve;

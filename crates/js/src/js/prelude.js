@@ -428,6 +428,52 @@ function end(reason) {
 }
 globalThis.$end = end;
 
+// $checkpoint and this.$checkpoint: read from the host on first use. A
+// changed value (assigned, or mutated in place) goes back to the host when
+// the step ends and is written at its commit, compare-and-set against the
+// version read here.
+const checkpoints = new Map();
+function checkpointSlot(scope) {
+  let slot = checkpoints.get(scope);
+  if (!slot) {
+    const text = host.checkpointRead(scope);
+    slot = { text: text ?? null, value: text == null ? undefined : JSON.parse(text), assigned: false };
+    checkpoints.set(scope, slot);
+  }
+  return slot;
+}
+function defineCheckpoint(target, scope) {
+  Object.defineProperty(target, '$checkpoint', {
+    configurable: true,
+    enumerable: false,
+    get: () => checkpointSlot(scope).value,
+    set: (value) => {
+      const slot = checkpoints.get(scope);
+      if (slot) {
+        slot.value = value;
+        slot.assigned = true;
+      } else {
+        // Assigned without being read: a write that depends on nothing.
+        checkpoints.set(scope, { text: undefined, value, assigned: true });
+      }
+    },
+  });
+}
+defineCheckpoint(globalThis, '');
+function flushCheckpoints() {
+  for (const [scope, slot] of checkpoints) {
+    const what = scope === '' ? '$checkpoint' : 'this.$checkpoint';
+    const text = slot.value === undefined ? null : toJson(slot.value, what);
+    if (!slot.assigned && text === slot.text) continue;
+    const refused = host.checkpointWrite(scope, text);
+    if (refused) {
+      const e = new RangeError(refused);
+      e.name = 'CheckpointTooLarge';
+      throw e;
+    }
+  }
+}
+
 function makeStore(name, scope) {
   const op = (opName, key, arg) => {
     if (typeof key !== 'string') {
@@ -529,6 +575,7 @@ export async function runStep(Workflow, kind, action, dataJson, headersJson, err
       throw new TypeError(`Workflow has no method '${action}'`);
     }
     const api = makeApi(meta, kind !== 'action');
+    defineCheckpoint(instance, action);
     if (kind === 'complete_hook') {
       await method.call(instance, api);
     } else if (kind === 'error_hook') {
@@ -539,6 +586,7 @@ export async function runStep(Workflow, kind, action, dataJson, headersJson, err
       await method.call(instance, err, api);
     } else {
       const value = await method.call(instance, JSON.parse(dataJson), JSON.parse(headersJson), api);
+      flushCheckpoints();
       if (web && value instanceof web.Response) {
         const headers = [...value.headers.entries()];
         return JSON.stringify({ ok: true, returned: { response: { status: value.status, headers, body: value.bodyText() } } });
@@ -547,9 +595,18 @@ export async function runStep(Workflow, kind, action, dataJson, headersJson, err
         return JSON.stringify({ ok: true, returned: { json: toJson(value, `the value ${action} returned`) } });
       }
     }
+    flushCheckpoints();
     return '{"ok":true}';
   } catch (e) {
-    if (e instanceof EndSignal) return '{"ok":true}';
+    if (e instanceof EndSignal) {
+      // The run ends either way; a checkpoint that cannot be kept is said so.
+      try {
+        flushCheckpoints();
+      } catch (refused) {
+        host.log('error', `${refused.name}: ${refused.message}`);
+      }
+      return '{"ok":true}';
+    }
     return JSON.stringify({ ok: false, ...describe(e) });
   }
 }

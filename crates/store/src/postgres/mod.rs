@@ -8,6 +8,7 @@
 //! Large payloads stay in their rows (TOAST compresses them); the blob
 //! directory is for the single-node SQLite store.
 
+mod checkpoints;
 mod ops;
 mod schema;
 mod sql;
@@ -506,6 +507,30 @@ impl Store for PostgresStore {
                         .map_err(pg_err)?;
                 }
                 released
+            })
+        }
+    }
+
+    fn checkpoint(
+        &self,
+        workflow: String,
+        scope: String,
+    ) -> impl Future<Output = Result<flowstate_core::checkpoint::Checkpoint>> + Send {
+        let pool = self.pool.clone();
+        async move { in_tx!(pool, |tx| checkpoints::read(&tx, &workflow, &scope).await?) }
+    }
+
+    fn put_checkpoint(
+        &self,
+        workflow: String,
+        scope: String,
+        value: Option<String>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<flowstate_core::checkpoint::Checkpoint>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            in_tx!(pool, |tx| {
+                checkpoints::put(&tx, &workflow, &scope, value.as_deref(), now).await?
             })
         }
     }

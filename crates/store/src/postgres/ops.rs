@@ -10,8 +10,9 @@ use tokio_postgres::Row;
 
 use super::{pg_err, sql, state_ops};
 use crate::{
-    AttemptRecord, ClaimRequest, ClaimedStep, CommitOutcome, CommitPlan, CreatedRun, FinishedRun,
-    NewRun, Publish, Result, RunRecord, StepCommit, StepRecord, StoreError, WorkflowRecord,
+    AttemptRecord, ClaimRequest, ClaimedStep, CommitKind, CommitOutcome, CommitPlan, CreatedRun,
+    FinishedRun, NewRun, Publish, Result, RunRecord, StepCommit, StepRecord, StoreError,
+    WorkflowRecord,
 };
 
 pub(super) fn ts(v: Option<i64>) -> Option<Timestamp> {
@@ -260,6 +261,12 @@ pub(super) async fn commit_step(tx: &Transaction<'_>, c: StepCommit) -> Result<C
             would_be,
             limit: c.max_steps_per_run,
         });
+    }
+    // Rolled back by the caller if a later write conflicts.
+    if !matches!(c.kind, CommitKind::FailedForGood { .. })
+        && let Some(scope) = super::checkpoints::write_all(tx, run, &c.checkpoints, c.now).await?
+    {
+        return Ok(CommitOutcome::CheckpointConflict { scope });
     }
     let t = lifecycle::decide(view, kind, outcome);
     let error_json = error.map(|e| serde_json::to_string(e).expect("StepError serialises"));

@@ -124,6 +124,16 @@ const MIGRATIONS: &[&str] = &[
         workflow TEXT NOT NULL UNIQUE,
         state_bytes BIGINT NOT NULL DEFAULT 0
     );",
+    // 3: $checkpoint and this.$checkpoint; a cleared one keeps its row so
+    // its version only ever grows (compare-and-set relies on it).
+    "CREATE TABLE checkpoints (
+        workflow TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        value TEXT,
+        version BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (workflow, scope)
+    );",
 ];
 
 /// An arbitrary constant naming flowstate's migration lock.

@@ -38,7 +38,7 @@ pub async fn apply(tx: &Transaction<'_>, step_ctx: &OpContext, op: &StateOp) -> 
     if op.is_read() {
         return Ok(read_key(tx, run, op.key()).await?);
     }
-    if ctx.attempt > 1
+    if (ctx.attempt > 1 || ctx.replay)
         && let Some(result) = replay(tx, ctx, op).await?
     {
         return Ok(result);

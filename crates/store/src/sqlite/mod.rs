@@ -21,6 +21,7 @@
 //! flush) wait for the sync that holds them.
 
 mod admin;
+mod checkpoints;
 mod schema;
 mod sql;
 mod state_ops;
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use std::sync::{Arc, Condvar, Mutex};
 
 use flowstate_core::state::StateOp;
-use flowstate_core::{RunId, VersionId};
+use flowstate_core::{RunId, Timestamp, VersionId};
 use rusqlite::Connection;
 use tokio::sync::watch;
 
@@ -532,6 +533,26 @@ impl Store for SqliteStore {
         leases: Vec<(flowstate_core::StepId, u32)>,
     ) -> impl Future<Output = Result<u64>> + Send {
         self.call(true, move |w| w.release_leases(&leases))
+    }
+
+    fn checkpoint(
+        &self,
+        workflow: String,
+        scope: String,
+    ) -> impl Future<Output = Result<flowstate_core::checkpoint::Checkpoint>> + Send {
+        self.call(false, move |w| w.checkpoint(&workflow, &scope))
+    }
+
+    fn put_checkpoint(
+        &self,
+        workflow: String,
+        scope: String,
+        value: Option<String>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<flowstate_core::checkpoint::Checkpoint>> + Send {
+        self.call(true, move |w| {
+            w.put_checkpoint(&workflow, &scope, value.as_deref(), now)
+        })
     }
 
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {

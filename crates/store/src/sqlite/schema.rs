@@ -132,6 +132,16 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY,
         workflow TEXT NOT NULL UNIQUE
     );",
+    // 6: $checkpoint and this.$checkpoint; a cleared one keeps its row so
+    // its version only ever grows (compare-and-set relies on it).
+    "CREATE TABLE checkpoints (
+        workflow TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        value TEXT,
+        version INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow, scope)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -37,7 +37,7 @@ impl Writer {
         if op.is_read() {
             return self.read_key(ctx.run.0, op.key());
         }
-        if (ctx.attempt > 1 || self.journaled.contains(&ctx.step.0))
+        if (ctx.attempt > 1 || ctx.replay || self.journaled.contains(&ctx.step.0))
             && let Some(result) = self.replay(ctx, op)?
         {
             return Ok(result);

@@ -14,9 +14,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{db_err, sql};
 use crate::blob::BlobStore;
 use crate::{
-    AttemptRecord, ClaimRequest, ClaimedStep, CommitOutcome, CommitPlan, CreatedRun, FinishedRun,
-    NewRun, NewVersion, Result, RunContext, RunRecord, StepCommit, StepRecord, StepRetry,
-    StoreError, VersionRecord,
+    AttemptRecord, ClaimRequest, ClaimedStep, CommitKind, CommitOutcome, CommitPlan, CreatedRun,
+    FinishedRun, NewRun, NewVersion, Result, RunContext, RunRecord, StepCommit, StepRecord,
+    StepRetry, StoreError, VersionRecord,
 };
 
 pub struct Writer {
@@ -375,6 +375,11 @@ impl Writer {
                 would_be,
                 limit: c.max_steps_per_run,
             });
+        }
+        if !matches!(c.kind, CommitKind::FailedForGood { .. })
+            && let Some(scope) = self.write_checkpoints(step.run, &c.checkpoints, c.now)?
+        {
+            return Ok(CommitOutcome::CheckpointConflict { scope });
         }
         let t = lifecycle::decide(view, step.kind, outcome);
         let error_json = error.map(|e| serde_json::to_string(e).expect("StepError serialises"));

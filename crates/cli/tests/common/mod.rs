@@ -1,0 +1,178 @@
+//! The harness the end-to-end tests share: the real `flowstate serve`
+//! binary on loopback, and small HTTP helpers around it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// What the server printed on stderr after its address, as it comes.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// `flowstate serve --listen 127.0.0.1:0 <args>`, once it listens.
+    pub fn spawn(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("flowstate listening on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Server {
+            child,
+            base,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything the server printed, once it has exited.
+    pub fn finish_log(&mut self) -> Vec<String> {
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A server on the SQLite file `db`.
+    pub fn start(db: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--db", db.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill(mut self) {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait().unwrap();
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// (status, JSON body) of a request; `None` if the connection failed.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Option<(u16, Value)> {
+    let agent = agent();
+    let mut resp = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        ("DELETE", _) => {
+            let mut r = agent.delete(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        (m, body) => {
+            let mut r = match m {
+                "PUT" => agent.put(url),
+                _ => agent.post(url),
+            };
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            match body {
+                Some(b) => r.send(b),
+                None => r.send_empty(),
+            }
+        }
+    }
+    .ok()?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+pub fn must(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, Value) {
+    request(method, url, headers, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
+}
+
+pub fn get_text(url: &str) -> String {
+    agent()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+pub fn wait_for_run(server: &Server, run: &str, token: &[(&str, &str)]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, doc) = must("GET", &server.url(&format!("/api/runs/{run}")), token, None);
+        assert_eq!(status, 200, "{doc}");
+        if doc["summary"]["finished_at"].is_string() {
+            return doc;
+        }
+        assert!(Instant::now() < deadline, "run {run} did not finish: {doc}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn cli(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .args(args)
+        .env("FLOWSTATE_SERVER", &server.base)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .unwrap()
+}
