@@ -119,6 +119,18 @@ pub struct DeployArgs {
     /// A header identifying each delivery; a redelivery starts no run.
     #[arg(long, value_name = "HEADER")]
     pub dedupe_header: Option<String>,
+    /// Most runs active at once; the rest wait, queued, in arrival order.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<u32>,
+    /// Count --concurrency per value of this trigger-data path (e.g. customer.id).
+    #[arg(long, value_name = "PATH", requires = "concurrency")]
+    pub concurrency_key: Option<String>,
+    /// Most runs started per --throttle-period; the rest wait, queued.
+    #[arg(long, value_name = "N")]
+    pub throttle: Option<u32>,
+    /// The throttle's period (default 1m).
+    #[arg(long, value_name = "DURATION", requires = "throttle")]
+    pub throttle_period: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

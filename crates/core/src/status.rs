@@ -61,7 +61,9 @@ impl RunStatus {
     }
 }
 
+// `queued`: a `start` held back by the workflow's concurrency limit or throttle.
 text_enum!(StepStatus {
+    Queued => "queued",
     Pending => "pending",
     Running => "running",
     Done => "done",

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use flowstate_core::executor::{LoadError, StepExecutor, WorkflowCode};
 use flowstate_core::{Clock, RunId, VersionId};
 use flowstate_store::{
-    CreatedRun, DeliveryKey, FinishedRun, NewRun, NewVersion, RunContext, Store, StoreError,
-    VersionRecord,
+    CreatedRun, DeliveryKey, FinishedRun, NewRun, NewVersion, RunContext, RunGate, Store,
+    StoreError, VersionRecord,
 };
 use thiserror::Error;
 use tokio::sync::{Mutex, Notify, watch};
@@ -48,6 +48,9 @@ pub struct InlineRun {
     pub returned: Option<flowstate_core::executor::Returned>,
     /// Why `start` failed (it is retried in the background like any step).
     pub error: Option<flowstate_core::executor::StepError>,
+    /// The workflow's concurrency limit or throttle holds the run back:
+    /// `start` runs later, in the background.
+    pub queued: bool,
 }
 
 pub struct Engine<S, E> {
@@ -156,6 +159,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             has_error_hook: version.info.has_error_hook,
             now: self.inner.clock.now(),
             claim_start: None,
+            gate: None,
         }
     }
 
@@ -167,7 +171,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         data: String,
         headers: String,
     ) -> Result<RunId> {
-        Ok(self.trigger(version, data, headers, None).await?.run)
+        Ok(self.trigger(version, data, headers, None, None).await?.run)
     }
 
     /// Starts a run for a trigger delivery; a delivery key seen before
@@ -178,9 +182,11 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         data: String,
         headers: String,
         delivery: Option<DeliveryKey>,
+        gate: Option<RunGate>,
     ) -> Result<CreatedRun> {
         let run = NewRun {
             delivery,
+            gate,
             ..self.new_run(version, data, headers)
         };
         let created = self.inner.store.create_run(run).await?;
@@ -202,19 +208,34 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
         version: &VersionRecord,
         data: String,
         headers: String,
+        gate: Option<RunGate>,
     ) -> Result<InlineRun> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let lease = inner.config.limits.step_wall + inner.config.lease_margin;
+        let gated = gate.is_some();
         let run = NewRun {
             claim_start: Some(now.plus(lease)),
+            gate,
             ..self.new_run(version, data, headers)
         };
         let created = inner.store.create_run(run).await?;
         inner.stats.runs_started.fetch_add(1, Ordering::Relaxed);
-        let start = created.start.ok_or_else(|| {
-            EngineError::Stuck("the new run's start step was not leased to its creator".into())
-        })?;
+        let Some(start) = created.start else {
+            if !gated {
+                return Err(EngineError::Stuck(
+                    "the new run's start step was not leased to its creator".into(),
+                ));
+            }
+            inner.store.flush().await?;
+            inner.wake.notify_one();
+            return Ok(InlineRun {
+                run: created.run,
+                returned: None,
+                error: None,
+                queued: true,
+            });
+        };
         inner.inflight.fetch_add(1, Ordering::SeqCst);
         let attempt = step::run_and_commit(inner, start).await;
         if let Ok(a) = &attempt {
@@ -231,6 +252,7 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             run: created.run,
             returned: attempt.returned,
             error: attempt.error,
+            queued: false,
         })
     }
 

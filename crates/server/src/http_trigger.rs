@@ -32,12 +32,22 @@ pub async fn http<S: Store, E: StepExecutor>(
     let version = store.version(w.version).await?;
     let body = read_body(body, &headers, app.config.max_body_bytes).await?;
     let data = request_data(query.as_deref(), &body);
+    let data = data.to_string();
+    let settings: crate::WorkflowSettings = serde_json::from_str(&w.settings).unwrap_or_default();
+    let gate = settings.gate(&data);
     let inline = app
         .engine
-        .trigger_inline(&version, data.to_string(), headers_json(&headers))
+        .trigger_inline(&version, data, headers_json(&headers), gate)
         .await?;
     let run = inline.run.to_string();
     let mut response = match (inline.error, inline.returned) {
+        // Held back by the workflow's concurrency limit or throttle: there is
+        // no answer from `start` to give yet.
+        _ if inline.queued => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "run": run, "status": "queued" })),
+        )
+            .into_response(),
         (Some(e), _) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(

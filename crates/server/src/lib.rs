@@ -5,6 +5,7 @@
 
 mod auth;
 mod checkpoints;
+pub mod concurrency;
 mod error;
 mod http_trigger;
 mod metrics;

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{checkpoints, error, runs, schedule, settings, triggers, view, workflows};
+use crate::{checkpoints, concurrency, error, runs, schedule, settings, triggers, view, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,8 @@ use crate::{checkpoints, error, runs, schedule, settings, triggers, view, workfl
         workflows::DeployBody,
         workflows::Hooks,
         settings::WorkflowSettings,
+        concurrency::ConcurrencySettings,
+        concurrency::ThrottleSettings,
         settings::WebhookSettings,
         settings::SignatureScheme,
         schedule::ScheduleSettings,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowstate_core::Timestamp;
 use flowstate_core::executor::StepExecutor;
 use flowstate_engine::{Engine, EngineError};
-use flowstate_store::{FireSchedule, Store};
+use flowstate_store::{FireSchedule, NewRun, Store};
 use serde_json::json;
 
 use crate::schedule::ScheduleSettings;
@@ -52,11 +52,16 @@ pub async fn fire_due<S: Store, E: StepExecutor>(
             workflow: due.workflow.clone(),
             fire_at: due.fire_at,
             next_fire_at: next,
-            run: engine.new_run(
-                &version,
-                data.to_string(),
-                json!({ "x-flowstate-trigger": "schedule" }).to_string(),
-            ),
+            run: NewRun {
+                gate: serde_json::from_str::<crate::WorkflowSettings>(&workflow.settings)
+                    .unwrap_or_default()
+                    .gate(&data.to_string()),
+                ..engine.new_run(
+                    &version,
+                    data.to_string(),
+                    json!({ "x-flowstate-trigger": "schedule" }).to_string(),
+                )
+            },
         };
         if let Some(created) = store.fire_schedule(fire).await? {
             engine

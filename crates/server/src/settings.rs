@@ -11,6 +11,12 @@ pub struct WorkflowSettings {
     /// A schedule trigger (see `schedule`), if the workflow runs on a clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::schedule::ScheduleSettings>,
+    /// Most runs active at once, optionally per key; the rest wait `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::ConcurrencySettings>,
+    /// Most runs started per period; the rest wait `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<crate::concurrency::ThrottleSettings>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -58,6 +64,12 @@ impl WorkflowSettings {
         now: flowstate_core::Timestamp,
         min_schedule_interval: std::time::Duration,
     ) -> Result<flowstate_store::Publish, String> {
+        if let Some(c) = &self.concurrency {
+            c.check()?;
+        }
+        if let Some(t) = &self.throttle {
+            t.check()?;
+        }
         let schedule = match &mut self.schedule {
             None => None,
             Some(s) => {
@@ -80,6 +92,11 @@ impl WorkflowSettings {
             now,
             schedule,
         })
+    }
+
+    /// The gate a new run with this data (JSON text) passes, if any.
+    pub fn gate(&self, data: &str) -> Option<flowstate_store::RunGate> {
+        crate::concurrency::gate(self.concurrency.as_ref(), self.throttle.as_ref(), data)
     }
 
     /// What the API shows: secrets replaced by a marker.

@@ -169,9 +169,10 @@ pub async fn webhook<S: Store, E: StepExecutor>(
                 .saturating_mul(1000) as i64,
         })
     });
+    let gate = settings.gate(&data);
     let created = app
         .engine
-        .trigger(version, data, headers_json(&headers), delivery)
+        .trigger(version, data, headers_json(&headers), delivery, gate)
         .await?;
     if created.duplicate {
         return Ok((
@@ -251,13 +252,16 @@ pub async fn manual<S: Store, E: StepExecutor>(
             (k.to_ascii_lowercase(), v)
         })
         .collect();
+    let data = req.data.to_string();
+    let gate = live.1.gate(&data);
     let created = app
         .engine
         .trigger(
             version,
-            req.data.to_string(),
+            data,
             Value::Object(headers).to_string(),
             None,
+            gate,
         )
         .await?;
     Ok((

@@ -52,6 +52,14 @@ pub struct DeployQuery {
     dedupe_header: Option<String>,
     /// How long a delivery id is remembered (default 86400).
     dedupe_ttl_secs: Option<u64>,
+    /// Most runs active at once (1: one at a time, in arrival order).
+    concurrency: Option<u32>,
+    /// With `concurrency`: a field path of the trigger data to count runs by.
+    concurrency_key: Option<String>,
+    /// Most runs started per `throttle_period`.
+    throttle: Option<u32>,
+    /// The throttle's period, e.g. 1m (default 1m).
+    throttle_period: Option<String>,
 }
 
 /// A deploy as JSON: the source and every setting.
@@ -116,7 +124,7 @@ pub async fn deploy<S: Store, E: StepExecutor>(
     check_name(&name)?;
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(format!(
-            "bad deploy parameters: {e}; accepted: webhook_secret, signature (shopify|hmac-sha256), signature_header, dedupe_header, dedupe_ttl_secs"
+            "bad deploy parameters: {e}; accepted: webhook_secret, signature (shopify|hmac-sha256), signature_header, dedupe_header, dedupe_ttl_secs, concurrency, concurrency_key, throttle, throttle_period"
         ))
     })?;
     let bytes = read_body(body, &headers, app.config.max_body_bytes).await?;
@@ -143,6 +151,24 @@ pub async fn deploy<S: Store, E: StepExecutor>(
         settings.webhook.signature_header = query.signature_header;
         settings.webhook.dedupe_header = query.dedupe_header.map(|h| h.to_ascii_lowercase());
         settings.webhook.dedupe_ttl_secs = query.dedupe_ttl_secs;
+        if query.concurrency_key.is_some() && query.concurrency.is_none() {
+            return Err(ApiError::bad_request(
+                "concurrency_key needs concurrency (the most runs active at once per key)",
+            ));
+        }
+        settings.concurrency =
+            query
+                .concurrency
+                .map(|limit| crate::concurrency::ConcurrencySettings {
+                    limit,
+                    key: query.concurrency_key,
+                });
+        settings.throttle = query
+            .throttle
+            .map(|limit| crate::concurrency::ThrottleSettings {
+                limit,
+                period: query.throttle_period.unwrap_or_else(|| "1m".into()),
+            });
         (source, settings)
     };
     if source.trim().is_empty() {

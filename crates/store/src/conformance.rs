@@ -52,9 +52,42 @@ async fn create<S: Store>(
         has_error_hook: hooks.1,
         now: T0,
         claim_start: None,
+        gate: None,
     })
     .await
     .unwrap()
+}
+
+/// A run of `wf` behind a gate, created at `now`.
+async fn gated<S: Store>(s: &S, gate: RunGate, now: Timestamp) -> RunId {
+    let v = s
+        .deploy(NewVersion {
+            name: "wf".into(),
+            source: "class Workflow {}".into(),
+            info: info(false, false),
+            now,
+        })
+        .await
+        .unwrap();
+    s.create_run(NewRun {
+        delivery: None,
+        workflow: "wf".into(),
+        version: v.id,
+        data: "{}".into(),
+        headers: "{}".into(),
+        has_complete_hook: false,
+        has_error_hook: false,
+        now,
+        claim_start: None,
+        gate: Some(gate),
+    })
+    .await
+    .unwrap()
+    .run
+}
+
+async fn status_of<S: Store>(s: &S, run: RunId) -> RunStatus {
+    s.run(run).await.unwrap().unwrap().status
 }
 
 async fn claim<S: Store>(s: &S, now: Timestamp, limit: usize) -> Vec<ClaimedStep> {
@@ -897,6 +930,7 @@ pub async fn an_inline_start_is_leased_to_its_creator<S: Store>(s: S) {
             has_error_hook: false,
             now: T0,
             claim_start: Some(Timestamp(T0.0 + LEASE)),
+            gate: None,
         })
         .await
         .unwrap();
@@ -966,6 +1000,7 @@ pub async fn a_schedule_fires_once_per_due_time_and_keeps_its_progress<S: Store>
         has_error_hook: false,
         now: first,
         claim_start: None,
+        gate: None,
     };
     let next = Timestamp(first.0 + 1000);
     let fire = FireSchedule {
@@ -1183,6 +1218,77 @@ pub async fn checkpoint_writes_are_compare_and_set<S: Store>(s: S) {
     assert_eq!((now.value, now.version), (None, 3));
 }
 
+pub async fn a_concurrency_limit_admits_queued_runs_in_order<S: Store>(s: S) {
+    let one = |key: &str| RunGate {
+        key: key.into(),
+        concurrency: Some(1),
+        throttle: None,
+    };
+    let a1 = gated(&s, one("a"), T0).await;
+    let a2 = gated(&s, one("a"), T0).await;
+    let a3 = gated(&s, one("a"), T0).await;
+    let b1 = gated(&s, one("b"), T0).await;
+    assert_eq!(status_of(&s, a2).await, RunStatus::Queued);
+    let first = claim(&s, T0, 10).await;
+    let runs: Vec<RunId> = first.iter().map(|c| c.run).collect();
+    assert_eq!(runs, vec![a1, b1], "one run per key at a time");
+    assert_eq!(status_of(&s, a1).await, RunStatus::Running);
+    assert_eq!(status_of(&s, a2).await, RunStatus::Queued);
+
+    // Cancelling a queued run just drops it from the queue.
+    s.cancel_run(a3, T0).await.unwrap().unwrap();
+    // a1 finishing admits a2 in the same commit.
+    let mut c = commit(&first[0], succeed(vec![]), T0);
+    c.claim = 10;
+    let CommitOutcome::Committed { finished, claimed } = s.commit_step(c).await.unwrap() else {
+        panic!("the commit goes through");
+    };
+    assert!(finished.is_some());
+    assert_eq!(claimed.iter().map(|c| c.run).collect::<Vec<_>>(), vec![a2]);
+    assert_eq!(status_of(&s, a2).await, RunStatus::Running);
+    s.commit_step(commit(&claimed[0], succeed(vec![]), T0))
+        .await
+        .unwrap();
+    assert!(
+        claim(&s, T0, 10).await.is_empty(),
+        "the cancelled run never starts"
+    );
+    assert_eq!(status_of(&s, a3).await, RunStatus::Cancelled);
+}
+
+pub async fn a_throttle_spreads_starts_over_its_period<S: Store>(s: S) {
+    let gate = RunGate {
+        key: String::new(),
+        concurrency: None,
+        throttle: Some(Throttle {
+            limit: 2,
+            period_ms: 60_000,
+        }),
+    };
+    let runs = [
+        gated(&s, gate.clone(), T0).await,
+        gated(&s, gate.clone(), T0).await,
+        gated(&s, gate.clone(), T0).await,
+    ];
+    let now = claim(&s, T0, 10).await;
+    assert_eq!(
+        now.iter().map(|c| c.run).collect::<Vec<_>>(),
+        runs[..2].to_vec()
+    );
+    assert_eq!(status_of(&s, runs[2]).await, RunStatus::Queued);
+    for step in &now {
+        s.commit_step(commit(step, succeed(vec![]), T0))
+            .await
+            .unwrap();
+    }
+    assert!(claim(&s, Timestamp(T0.0 + 59_999), 10).await.is_empty());
+    let later = claim(&s, Timestamp(T0.0 + 60_000), 10).await;
+    assert_eq!(
+        later.iter().map(|c| c.run).collect::<Vec<_>>(),
+        vec![runs[2]]
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1222,6 +1328,8 @@ macro_rules! conformance_tests {
             released_leases_are_claimable_at_once,
             workflow_state_is_shared_by_runs_and_outlives_them,
             checkpoint_writes_are_compare_and_set,
+            a_concurrency_limit_admits_queued_runs_in_order,
+            a_throttle_spreads_starts_over_its_period,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

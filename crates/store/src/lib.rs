@@ -89,8 +89,30 @@ pub struct NewRun {
     pub has_error_hook: bool,
     pub now: Timestamp,
     /// Lease the `start` step to the caller at once, until this time, so it
-    /// runs inline (the HTTP trigger answers with its return value).
+    /// runs inline (the HTTP trigger answers with its return value). A run
+    /// its gate holds back is not leased.
     pub claim_start: Option<Timestamp>,
+    /// The workflow's concurrency limit and throttle, if it has either.
+    pub gate: Option<RunGate>,
+}
+
+/// What holds a run back before it starts (DESIGN.md 1.7). A gated run is
+/// created `queued`; it is admitted, oldest first, while fewer than
+/// `concurrency` runs with its key are active, and its `start` is due no
+/// sooner than the workflow's throttle allows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunGate {
+    /// Runs with the same key share the concurrency limit.
+    pub key: String,
+    pub concurrency: Option<u32>,
+    pub throttle: Option<Throttle>,
+}
+
+/// At most `limit` runs of the workflow start in any `period_ms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    pub limit: u32,
+    pub period_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

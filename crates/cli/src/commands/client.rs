@@ -127,6 +127,10 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         ("signature", args.signature),
         ("signature_header", args.signature_header),
         ("dedupe_header", args.dedupe_header),
+        ("concurrency", args.concurrency.map(|n| n.to_string())),
+        ("concurrency_key", args.concurrency_key),
+        ("throttle", args.throttle.map(|n| n.to_string())),
+        ("throttle_period", args.throttle_period),
     ]);
     let v = client.call(
         "PUT",

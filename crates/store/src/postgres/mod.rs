@@ -9,6 +9,7 @@
 //! directory is for the single-node SQLite store.
 
 mod checkpoints;
+mod gate;
 mod ops;
 mod schema;
 mod sql;
@@ -242,6 +243,7 @@ impl Store for PostgresStore {
                         .await
                         .map_err(pg_err)?;
                     delete_run_state(&tx, run.0).await?;
+                    gate::admit_after(&tx, run.0, now).await?;
                     Some(FinishedRun {
                         run,
                         status: RunStatus::Cancelled,

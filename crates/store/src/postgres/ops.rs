@@ -152,15 +152,24 @@ pub(super) async fn create_run(tx: &Transaction<'_>, r: NewRun) -> Result<Create
         .await
         .map_err(pg_err)?;
     }
+    let due = match &r.gate {
+        Some(gate) => super::gate::hold(tx, run, &r.workflow, gate, r.now).await?,
+        None => Some(r.now),
+    };
     let start = match r.claim_start {
-        Some(lease) => {
+        Some(lease) if due.is_some_and(|d| d <= r.now) => {
             let row = tx
                 .query_one(sql::CLAIM_START, &[&run, &lease.0, &r.now.0])
                 .await
                 .map_err(pg_err)?;
+            if r.gate.is_some() {
+                tx.execute(super::gate::MARK_STARTED, &[&vec![run]])
+                    .await
+                    .map_err(pg_err)?;
+            }
             Some(claimed(&row)?)
         }
-        None => None,
+        _ => None,
     };
     Ok(CreatedRun {
         run: RunId(run),
@@ -190,6 +199,16 @@ pub(super) async fn claim(
         }
     }
     out.sort_by_key(|s| s.id);
+    let starting: Vec<i64> = out
+        .iter()
+        .filter(|s| s.depth == 0 && s.kind == StepKind::Action)
+        .map(|s| s.run.0)
+        .collect();
+    if !starting.is_empty() {
+        tx.execute(super::gate::MARK_STARTED, &[&starting])
+            .await
+            .map_err(pg_err)?;
+    }
     Ok(out)
 }
 
@@ -344,6 +363,7 @@ pub(super) async fn commit_step(tx: &Transaction<'_>, c: StepCommit) -> Result<C
             None
         };
         delete_run_state(tx, run).await?;
+        super::gate::admit_after(tx, run, c.now).await?;
         Some(FinishedRun {
             run: RunId(run),
             status: t.status.unwrap_or(view.status),

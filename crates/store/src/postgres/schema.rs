@@ -134,6 +134,15 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (workflow, scope)
     );",
+    // 4: concurrency and throttle (see the SQLite migration 7).
+    "ALTER TABLE runs ADD COLUMN gate_key TEXT;
+    ALTER TABLE runs ADD COLUMN gate_limit BIGINT;
+    ALTER TABLE runs ADD COLUMN throttle_limit BIGINT;
+    ALTER TABLE runs ADD COLUMN throttle_period_ms BIGINT;
+    ALTER TABLE runs ADD COLUMN admitted_at BIGINT;
+    CREATE INDEX runs_gated ON runs (workflow, gate_key, id)
+        WHERE gate_key IS NOT NULL AND finished_at IS NULL;
+    CREATE INDEX runs_admitted ON runs (workflow, admitted_at) WHERE admitted_at IS NOT NULL;",
 ];
 
 /// An arbitrary constant naming flowstate's migration lock.

@@ -193,6 +193,7 @@ impl Writer {
         // and commits are refused from here on.
         self.leases.retain(|_, l| l.run != run.0);
         self.delete_run_state(run.0)?;
+        self.admit_after(run.0, now)?;
         self.unreferenced_blobs.extend(blobs.into_iter().flatten());
         Ok(Some(FinishedRun {
             run,

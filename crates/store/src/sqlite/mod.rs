@@ -22,6 +22,7 @@
 
 mod admin;
 mod checkpoints;
+mod gate;
 mod schema;
 mod sql;
 mod state_ops;

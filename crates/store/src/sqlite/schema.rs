@@ -142,6 +142,16 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (workflow, scope)
     ) WITHOUT ROWID;",
+    // 7: concurrency and throttle. A gated run has a gate key; it is
+    // admitted (its start made due) at `admitted_at`.
+    "ALTER TABLE runs ADD COLUMN gate_key TEXT;
+    ALTER TABLE runs ADD COLUMN gate_limit INTEGER;
+    ALTER TABLE runs ADD COLUMN throttle_limit INTEGER;
+    ALTER TABLE runs ADD COLUMN throttle_period_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN admitted_at INTEGER;
+    CREATE INDEX runs_gated ON runs(workflow, gate_key, id)
+        WHERE gate_key IS NOT NULL AND finished_at IS NULL;
+    CREATE INDEX runs_admitted ON runs(workflow, admitted_at) WHERE admitted_at IS NOT NULL;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

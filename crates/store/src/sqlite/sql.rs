@@ -148,7 +148,7 @@ pub const CANCEL_RUN: &str = "UPDATE runs SET status = 'cancelled', pending = 0,
      WHERE id = ?1 AND finished_at IS NULL";
 pub const CANCEL_RUN_STEPS: &str =
     "UPDATE steps SET status = 'cancelled', finished_at = ?2, lease_until = NULL
-     WHERE run_id = ?1 AND status IN ('pending', 'running')
+     WHERE run_id = ?1 AND status IN ('pending', 'running', 'queued')
      RETURNING payload_blob";
 
 // Metrics and retention.

@@ -178,8 +178,12 @@ impl Writer {
                 ])
                 .map_err(db_err)?;
         }
+        let due = match &r.gate {
+            Some(gate) => self.hold(run, &r.workflow, gate, r.now)?,
+            None => Some(r.now),
+        };
         let start = match r.claim_start {
-            Some(lease_until) => {
+            Some(lease_until) if due.is_some_and(|d| d <= r.now) => {
                 let row = self
                     .conn
                     .prepare_cached(sql::CLAIM_START)
@@ -188,7 +192,7 @@ impl Writer {
                     .map_err(db_err)?;
                 Some(self.lease(row, r.now)?)
             }
-            None => None,
+            _ => None,
         };
         Ok(CreatedRun {
             run: RunId(run),
@@ -261,6 +265,13 @@ impl Writer {
     /// Records this process's lease on a claimed row and loads its payload.
     fn lease(&mut self, row: ClaimRow, now: Timestamp) -> Result<ClaimedStep> {
         let kind: StepKind = row.kind.parse().map_err(StoreError::Database)?;
+        if row.depth == 0 && kind == StepKind::Action {
+            self.conn
+                .prepare_cached(super::gate::MARK_STARTED)
+                .map_err(db_err)?
+                .execute([row.run])
+                .map_err(db_err)?;
+        }
         self.leases.insert(
             row.id,
             LeasedStep {
@@ -473,6 +484,7 @@ impl Writer {
                 None
             };
             self.delete_run_state(step.run)?;
+            self.admit_after(step.run, c.now)?;
             let final_status = t.status.unwrap_or(view.status);
             Some(FinishedRun {
                 run: RunId(step.run),
