@@ -222,6 +222,10 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub listen: std::net::SocketAddr,
+    /// The base URL the outside reaches this server at, for the resume links
+    /// of api.waitForEvent (default: http://<the listen address>).
+    #[arg(long, env = "FLOWSTATE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// Deploy every *.js in this directory at start, named after the file;
     /// settings from <name>.settings.json beside it, if present.
     #[arg(long, env = "FLOWSTATE_DIR", value_name = "DIR")]

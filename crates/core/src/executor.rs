@@ -91,6 +91,8 @@ pub struct StepJob {
     pub error: Option<StepError>,
     pub limits: StepLimits,
     pub host: Arc<dyn StepHost>,
+    /// The server's public base URL, for `api.waitForEvent`'s `resumeUrl`.
+    pub public_url: Arc<str>,
 }
 
 /// What a step asks of the engine while it runs. Calls block the calling
@@ -108,10 +110,28 @@ pub trait StepHost: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScheduledStep {
     pub action: String,
+    /// For a wait: its timeout.
     pub delay: Duration,
     /// JSON text of the payload.
     pub payload: String,
+    /// Set for `api.waitForEvent`: the step waits for its resume URL (or
+    /// its timeout) instead of a delay.
+    pub wait: Option<WaitSpec>,
 }
+
+/// A branch paused by `api.waitForEvent` until `/resume/<token>` is called.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitSpec {
+    /// Unguessable: 128 random bits, hex.
+    pub token: String,
+    /// Where a browser goes after resuming.
+    pub redirect_url: Option<String>,
+}
+
+/// The longest `api.waitForEvent` timeout.
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 86_400);
+/// Its default: one day.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(86_400);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +149,8 @@ pub enum ErrorKind {
     Internal,
     /// Another run kept changing a checkpoint this step changed.
     CheckpointConflict,
+    /// An `api.waitForEvent` branch whose event never came.
+    WaitTimeout,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Error)]
@@ -196,6 +218,9 @@ pub struct StepReport {
     /// Checkpoints the step changed, to write at its commit.
     pub checkpoints: Vec<CheckpointWrite>,
 }
+
+/// Where the server is reachable from outside, for `resumeUrl`s.
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 pub trait StepExecutor: Send + Sync + 'static {
     /// Compiles a workflow's source and says what it defines; refuses one

@@ -61,9 +61,13 @@ impl RunStatus {
     }
 }
 
-// `queued`: a `start` held back by the workflow's concurrency limit or throttle.
+// `queued`: a `start` held back by the workflow's concurrency limit or
+// throttle. `waiting`: an `api.waitForEvent` branch; `timed_out`: one whose
+// event never came.
 text_enum!(StepStatus {
     Queued => "queued",
+    Waiting => "waiting",
+    TimedOut => "timed_out",
     Pending => "pending",
     Running => "running",
     Done => "done",
@@ -72,22 +76,24 @@ text_enum!(StepStatus {
     Cancelled => "cancelled",
 });
 
-// What a step row is: an ordinary step, or one of the two hooks.
+// What a step row is: an ordinary step, one of the two hooks, or a
+// `waitForEvent` branch whose timeout came (recorded without running JS).
 text_enum!(StepKind {
     Action => "action",
     CompleteHook => "complete_hook",
     ErrorHook => "error_hook",
+    WaitTimeout => "wait_timeout",
 });
 
 impl StepKind {
     pub fn is_hook(self) -> bool {
-        !matches!(self, StepKind::Action)
+        matches!(self, StepKind::CompleteHook | StepKind::ErrorHook)
     }
 
     /// The JS method a hook step calls.
     pub fn hook_method(self) -> Option<&'static str> {
         match self {
-            StepKind::Action => None,
+            StepKind::Action | StepKind::WaitTimeout => None,
             StepKind::CompleteHook => Some("onWorkflowComplete"),
             StepKind::ErrorHook => Some("onWorkflowError"),
         }

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     /// Keep the run state of finished runs in their `FinishedRun` (for
     /// `flowstate run`, which prints it).
     pub capture_final_state: bool,
+    /// The server's base URL as the outside reaches it, for the
+    /// `resumeUrl`s of `api.waitForEvent`.
+    pub public_url: Arc<str>,
 }
 
 impl EngineConfig {
@@ -34,6 +37,7 @@ impl EngineConfig {
             fast_forward: false,
             poll_interval: Duration::from_secs(1),
             capture_final_state: false,
+            public_url: Arc::from(flowstate_core::executor::DEFAULT_PUBLIC_URL),
         }
     }
 }

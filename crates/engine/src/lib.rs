@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use flowstate_core::executor::{LoadError, StepExecutor, WorkflowCode};
 use flowstate_core::{Clock, RunId, VersionId};
 use flowstate_store::{
-    CreatedRun, DeliveryKey, FinishedRun, NewRun, NewVersion, RunContext, RunGate, Store,
-    StoreError, VersionRecord,
+    CreatedRun, DeliveryKey, FinishedRun, NewRun, NewVersion, ResumeWait, Resumed, RunContext,
+    RunGate, Store, StoreError, VersionRecord,
 };
 use thiserror::Error;
 use tokio::sync::{Mutex, Notify, watch};
@@ -272,6 +272,27 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             });
         }
         Ok(done)
+    }
+
+    /// Resumes the `api.waitForEvent` branch with this token (once), its
+    /// payload merged with `data` (a JSON object's text). Durable when it
+    /// returns.
+    pub async fn resume(&self, token: String, data: String) -> Result<Resumed> {
+        let resumed = self
+            .inner
+            .store
+            .resume_wait(ResumeWait {
+                token,
+                data,
+                now: self.inner.clock.now(),
+            })
+            .await?;
+        if let Resumed::Resumed { run, .. } = &resumed {
+            // The run's cached context may say it was waiting; nothing else changed.
+            tracing::debug!(run = %run, "a waiting branch was resumed");
+            self.inner.wake.notify_one();
+        }
+        Ok(resumed)
     }
 
     /// Runs the scheduler until `until` holds.

@@ -14,6 +14,7 @@ use flowstate_core::executor::{
     ErrorKind, LogLevel, LogLine, Returned, RunMeta, StepError, StepExecutor, StepJob, StepLimits,
     StepReport, StepResult, WorkflowCode,
 };
+use flowstate_core::status::StepKind;
 use flowstate_store::{
     ClaimedStep, CommitKind, CommitOutcome, NewChild, RunContext, StepCommit, StepRetry, Store,
 };
@@ -113,6 +114,34 @@ async fn attempt_step<S: Store, E: StepExecutor>(
             error: Some(error_copy),
         });
     }
+    if step.kind == StepKind::WaitTimeout {
+        // The event never came: the branch ends here, recorded, without JS.
+        let error = StepError::new(
+            ErrorKind::WaitTimeout,
+            "WaitTimeout",
+            format!(
+                "no event resumed this branch before its timeout; '{}' did not run",
+                step.action
+            ),
+        );
+        let Recorded::Done(claimed) = commit(
+            inner,
+            &step,
+            CommitKind::TimedOut { error },
+            "[]".into(),
+            0,
+            Vec::new(),
+        )
+        .await?
+        else {
+            unreachable!("a timeout writes no checkpoint")
+        };
+        return Ok(Attempt {
+            claimed,
+            returned: None,
+            error: None,
+        });
+    }
     let code = workflow_code(inner, &run).await?;
     let job = |replay: bool| StepJob {
         code: code.clone(),
@@ -148,6 +177,7 @@ async fn attempt_step<S: Store, E: StepExecutor>(
             seq: AtomicU32::new(0),
             replay,
         }),
+        public_url: inner.config.public_url.clone(),
     };
     // A checkpoint conflict refuses the commit and changes nothing: the step
     // runs again under the same lease on the new value, replaying the state
@@ -235,6 +265,7 @@ async fn record<S: Store, E: StepExecutor>(
                     action: s.action,
                     due_at: now.plus(s.delay),
                     payload: s.payload,
+                    wait: s.wait,
                 })
                 .collect();
             commit(

@@ -97,6 +97,7 @@ fn schedule(action: &str, delay_secs: u64, payload: String) -> ScheduledStep {
         action: action.into(),
         delay: Duration::from_secs(delay_secs),
         payload,
+        wait: None,
     }
 }
 
@@ -440,4 +441,114 @@ fn a_run_interrupted_mid_flight_finishes_on_restart_without_doubling() {
         );
         assert!(steps.iter().all(|s| s.status == StepStatus::Done));
     });
+}
+
+fn wait_for(action: &str, token: &str, timeout_secs: u64, payload: &str) -> ScheduledStep {
+    ScheduledStep {
+        wait: Some(flowstate_core::executor::WaitSpec {
+            token: token.into(),
+            redirect_url: None,
+        }),
+        ..schedule(action, timeout_secs, payload.into())
+    }
+}
+
+#[tokio::test]
+async fn a_wait_that_is_never_resumed_times_out_and_the_run_completes() {
+    let f: Arc<StepFn> = Arc::new(|job| match job.run.action.as_str() {
+        "start" => ok(vec![
+            wait_for("next", "a1", 3_600, r#"{"order":1}"#),
+            schedule("work", 10, "null".into()),
+        ]),
+        "next" => panic!("the wait's action must not run after a timeout"),
+        _ => ok(vec![]),
+    });
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let e = engine(store.clone(), f, info(false, false), limits());
+    let run = run_once(&e, "{}").await;
+    assert_eq!(e.finished(run).unwrap().status, RunStatus::Completed);
+    let steps = store.steps(run).await.unwrap();
+    let wait = steps.iter().find(|s| s.action == "next").unwrap();
+    assert_eq!(wait.status, StepStatus::TimedOut);
+    assert_eq!(wait.error.as_ref().unwrap().kind, ErrorKind::WaitTimeout);
+    let started = steps[0].started_at.unwrap().0;
+    assert_eq!(
+        wait.finished_at.unwrap().0 - started,
+        3_600_000,
+        "on the virtual clock"
+    );
+    let late = e.resume("a1".into(), "{}".into()).await.unwrap();
+    assert_eq!(late, flowstate_store::Resumed::Expired { run });
+}
+
+#[tokio::test]
+async fn a_resumed_wait_runs_its_action_once_with_the_data_merged() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let f: Arc<StepFn> = Arc::new(move |job| match job.run.action.as_str() {
+        "start" => ok(vec![wait_for("next", "b2", 86_400, r#"{"order":1}"#)]),
+        _ => {
+            sink.lock().unwrap().push(job.data.clone());
+            ok(vec![])
+        }
+    });
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let mut config = EngineConfig::new(limits(), 2);
+    config.capture_final_state = true;
+    let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Timestamp(1_700_000_000_000)));
+    let e = Engine::new(
+        store.clone(),
+        Arc::new(FnExecutor {
+            info: info(false, false),
+            f,
+        }),
+        clock,
+        config,
+    );
+    let v = e.deploy("wf", "source").await.unwrap();
+    let run = e.start_run(&v, "{}".into(), "{}".into()).await.unwrap();
+    let driver = {
+        let e = e.clone();
+        tokio::spawn(async move { e.drive(Until::Finished(vec![run])).await })
+    };
+    // Only the wait is left: the run says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.run(run).await.unwrap().unwrap().status != RunStatus::Waiting {
+        assert!(std::time::Instant::now() < deadline, "the run never waited");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        e.resume("b2".into(), r#"{"approved":true}"#.into())
+            .await
+            .unwrap(),
+        flowstate_store::Resumed::Resumed {
+            run,
+            redirect_url: None
+        }
+    );
+    assert_eq!(
+        e.resume("b2".into(), "{}".into()).await.unwrap(),
+        flowstate_store::Resumed::AlreadyUsed { run },
+        "a token works once"
+    );
+    assert_eq!(
+        e.resume("nope".into(), "{}".into()).await.unwrap(),
+        flowstate_store::Resumed::Unknown
+    );
+    tokio::time::timeout(Duration::from_secs(30), driver)
+        .await
+        .expect("the run finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.finished(run).unwrap().status, RunStatus::Completed);
+    let data: Vec<serde_json::Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(
+        data,
+        vec![serde_json::json!({ "order": 1, "approved": true })]
+    );
 }

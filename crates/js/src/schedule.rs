@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use flowstate_core::delay::parse_delay;
-use flowstate_core::executor::{COMPLETE_HOOK, ERROR_HOOK, START, ScheduledStep, WorkflowInfo};
+use flowstate_core::delay::{DelayBounds, parse_delay};
+use flowstate_core::executor::{
+    COMPLETE_HOOK, DEFAULT_WAIT, ERROR_HOOK, MAX_WAIT, START, ScheduledStep, WaitSpec, WorkflowInfo,
+};
 use flowstate_core::json::human_bytes;
 use flowstate_core::limits::Limits;
 
@@ -24,7 +26,54 @@ pub fn check(
     delay_json: &str,
     payload: String,
 ) -> Result<ScheduledStep, String> {
-    let prefix = "api.scheduleNextStep";
+    check_as(
+        cx,
+        "api.scheduleNextStep",
+        action,
+        delay_json,
+        cx.limits.delay_bounds(),
+        payload,
+    )
+}
+
+/// Checks an `api.waitForEvent` call like a scheduled step whose delay is
+/// its timeout (a number of seconds or a duration string, up to 30 days).
+pub fn check_wait(
+    cx: &ScheduleContext<'_>,
+    action: Option<&str>,
+    timeout_json: &str,
+    payload: String,
+    wait: WaitSpec,
+) -> Result<ScheduledStep, String> {
+    let timeout_json = if timeout_json == "null" {
+        DEFAULT_WAIT.as_secs().to_string()
+    } else {
+        timeout_json.to_string()
+    };
+    let bounds = DelayBounds {
+        min: Duration::from_secs(1),
+        max: MAX_WAIT,
+    };
+    let mut step = check_as(
+        cx,
+        "api.waitForEvent",
+        action,
+        &timeout_json,
+        bounds,
+        payload,
+    )?;
+    step.wait = Some(wait);
+    Ok(step)
+}
+
+fn check_as(
+    cx: &ScheduleContext<'_>,
+    prefix: &str,
+    action: Option<&str>,
+    delay_json: &str,
+    bounds: DelayBounds,
+    payload: String,
+) -> Result<ScheduledStep, String> {
     let schedulable = || {
         if cx.info.actions.is_empty() {
             "none yet: add a method to class Workflow".to_string()
@@ -61,8 +110,8 @@ pub fn check(
     };
     let delay_value: serde_json::Value =
         serde_json::from_str(delay_json).unwrap_or(serde_json::Value::Null);
-    let delay: Duration = parse_delay(&delay_value, cx.limits.delay_bounds())
-        .map_err(|e| format!("{prefix} to '{action}': {e}"))?;
+    let delay: Duration =
+        parse_delay(&delay_value, bounds).map_err(|e| format!("{prefix} to '{action}': {e}"))?;
     if payload.len() > cx.limits.max_payload_bytes {
         return Err(format!(
             "{prefix}: the payload for '{action}' is {}, over the limit of {}; store the data elsewhere and pass a reference (an id, a URL, a CSV chunk key)",
@@ -93,6 +142,7 @@ pub fn check(
         action,
         delay,
         payload,
+        wait: None,
     })
 }
 
@@ -148,6 +198,23 @@ mod tests {
         assert!(check(&cx(&i, &small), Some("a"), "10", "x".repeat(10)).is_ok());
         let err = check(&cx(&i, &small), Some("a"), "10", "x".repeat(11)).unwrap_err();
         assert!(err.contains("11 B") && err.contains("10 B"), "{err}");
+    }
+
+    #[test]
+    fn wait_timeouts_default_to_a_day_and_stop_at_30_days() {
+        let (i, l) = (info(), Limits::default());
+        let spec = || WaitSpec {
+            token: "t".into(),
+            redirect_url: None,
+        };
+        let w = check_wait(&cx(&i, &l), Some("a"), "null", "{}".into(), spec()).unwrap();
+        assert_eq!((w.delay, w.wait), (DEFAULT_WAIT, Some(spec())));
+        let w = check_wait(&cx(&i, &l), Some("a"), "\"30 days\"", "{}".into(), spec()).unwrap();
+        assert_eq!(w.delay, MAX_WAIT);
+        let err =
+            check_wait(&cx(&i, &l), Some("a"), "\"31 days\"", "{}".into(), spec()).unwrap_err();
+        assert!(err.starts_with("api.waitForEvent to 'a'"), "{err}");
+        assert!(check_wait(&cx(&i, &l), Some("nope"), "60", "{}".into(), spec()).is_err());
     }
 
     #[test]

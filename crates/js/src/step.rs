@@ -14,7 +14,7 @@ use std::time::Instant;
 use flowstate_core::checkpoint::{self, CheckpointWrite};
 use flowstate_core::executor::{
     ErrorKind, LogLevel, LogLine, Returned, ScheduledStep, StepError, StepJob, StepReport,
-    StepResult,
+    StepResult, WaitSpec,
 };
 use flowstate_core::state::{StateOp, StateScope};
 use rquickjs::context::intrinsic;
@@ -478,6 +478,58 @@ fn install_host<'js>(
     let info = compiled.info.clone();
     let limits = job.limits.limits.clone();
     let (depth, steps_left) = (job.run.depth, job.limits.steps_left);
+    let public_url = job.public_url.trim_end_matches('/').to_string();
+    obj.set(
+        "wait",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>,
+                  action: Value<'js>,
+                  timeout: String,
+                  payload: String,
+                  redirect_url: Option<String>| {
+                let throw = |msg: String| rquickjs::Exception::throw_message(&ctx, &msg);
+                if let Some(u) = &redirect_url
+                    && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                {
+                    return Err(throw(format!(
+                        "api.waitForEvent: redirect_url must be an absolute http(s) URL, got '{u}'"
+                    )));
+                }
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| throw(format!("no randomness for a resume token: {e}")))?;
+                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let action = action.as_string().and_then(|s| s.to_string().ok());
+                let already = st.borrow().scheduled.len();
+                let cx = ScheduleContext {
+                    info: &info,
+                    limits: &limits,
+                    depth,
+                    steps_left,
+                    already,
+                };
+                let wait = WaitSpec {
+                    token: token.clone(),
+                    redirect_url,
+                };
+                let step = schedule::check_wait(&cx, action.as_deref(), &timeout, payload, wait)
+                    .map_err(throw)?;
+                st.borrow_mut().scheduled.push(step);
+                Ok::<_, rquickjs::Error>(
+                    serde_json::json!({
+                        "token": token,
+                        "resumeUrl": format!("{public_url}/resume/{token}"),
+                    })
+                    .to_string(),
+                )
+            },
+        )?,
+    )?;
+
+    let st = state.clone();
+    let info = compiled.info.clone();
+    let limits = job.limits.limits.clone();
     obj.set(
         "schedule",
         Function::new(

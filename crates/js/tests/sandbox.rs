@@ -152,6 +152,7 @@ impl Fixture {
                 steps_left: 1_000,
             },
             host: self.host.clone(),
+            public_url: Arc::from("https://flows.example.com/"),
         };
         self.sandbox.execute(job).await
     }
@@ -854,5 +855,64 @@ async fn checkpoints_are_read_on_use_and_handed_back_when_changed() {
     assert!(
         r.checkpoints.is_empty(),
         "a failed step writes no checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn wait_for_event_returns_a_resume_url_and_schedules_a_wait() {
+    let f = fixture(
+        "export class Workflow {
+            async start(data, headers, api) {
+                const w = await api.waitForEvent({ action: 'decide', payload: { id: 1 }, timeout: '2h', redirect_url: 'https://shop.example.com/thanks' });
+                const d = await api.waitForEvent({ action: 'decide' });
+                api.log(w.resumeUrl, w.token.length, w.token === d.token);
+            }
+            async decide() {}
+            async badRedirect(data, headers, api) {
+                await api.waitForEvent({ action: 'decide', redirect_url: '/relative' });
+            }
+            async tooLong(data, headers, api) {
+                await api.waitForEvent({ action: 'decide', timeout: '31 days' });
+            }
+            async onWorkflowComplete(api) {
+                await api.waitForEvent({ action: 'decide' });
+            }
+        }",
+    );
+    let r = f.run("start", "{}").await;
+    let steps = scheduled(&r);
+    assert_eq!(steps.len(), 2);
+    let wait = steps[0].wait.as_ref().unwrap();
+    assert_eq!(steps[0].delay, Duration::from_secs(7_200));
+    assert_eq!(
+        steps[1].delay,
+        Duration::from_secs(86_400),
+        "a day by default"
+    );
+    assert_eq!(
+        wait.redirect_url.as_deref(),
+        Some("https://shop.example.com/thanks")
+    );
+    assert_eq!(
+        r.logs[0].message,
+        format!("https://flows.example.com/resume/{} 32 false", wait.token)
+    );
+    assert!(wait.token.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let e = failed(&f.run("badRedirect", "{}").await).clone();
+    assert!(e.message.contains("absolute http(s) URL"), "{}", e.message);
+    let e = failed(&f.run("tooLong", "{}").await).clone();
+    assert!(
+        e.message.starts_with("api.waitForEvent to 'decide'"),
+        "{}",
+        e.message
+    );
+    let r = f
+        .run_kind(StepKind::CompleteHook, "onWorkflowComplete", "null", None)
+        .await;
+    assert!(
+        failed(&r)
+            .message
+            .contains("cannot be called from onWorkflowComplete")
     );
 }

@@ -77,7 +77,7 @@ pub async fn http<S: Store, E: StepExecutor>(
 
 /// The body's JSON fields (a non-object JSON body under `body`), with the
 /// query parameters merged in; `{}` when there is neither.
-fn request_data(query: Option<&str>, body: &[u8]) -> Value {
+pub(crate) fn request_data(query: Option<&str>, body: &[u8]) -> Value {
     let mut data = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => map,
         Ok(other) => Map::from_iter([("body".to_string(), other)]),

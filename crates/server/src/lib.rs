@@ -10,6 +10,7 @@ mod error;
 mod http_trigger;
 mod metrics;
 pub mod openapi;
+mod resume;
 mod runs;
 pub mod schedule;
 pub mod schedule_trigger;
@@ -96,6 +97,10 @@ pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerCon
         .route("/metrics", get(metrics::metrics::<S, E>))
         .route("/api/openapi.json", get(openapi::document))
         .route("/http/{token}", any(http_trigger::http::<S, E>))
+        .route(
+            "/resume/{token}",
+            get(resume::resume::<S, E>).post(resume::resume::<S, E>),
+        )
         .fallback(error::not_found)
         .with_state(app)
 }

@@ -4,7 +4,9 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{checkpoints, concurrency, error, runs, schedule, settings, triggers, view, workflows};
+use crate::{
+    checkpoints, concurrency, error, resume, runs, schedule, settings, triggers, view, workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +24,7 @@ use crate::{checkpoints, concurrency, error, runs, schedule, settings, triggers,
         checkpoints::clear,
         triggers::manual,
         triggers::webhook,
+        resume::resume,
         runs::list,
         runs::show,
         runs::cancel,

@@ -105,6 +105,7 @@ fn child(action: &str, due: Timestamp, payload: &str) -> NewChild {
         action: action.into(),
         due_at: due,
         payload: payload.into(),
+        wait: None,
     }
 }
 
@@ -1289,6 +1290,96 @@ pub async fn a_throttle_spreads_starts_over_its_period<S: Store>(s: S) {
     );
 }
 
+pub async fn a_wait_resumes_once_or_times_out<S: Store>(s: S) {
+    use flowstate_core::executor::WaitSpec;
+    let wait = |token: &str, due: Timestamp| NewChild {
+        wait: Some(WaitSpec {
+            token: token.into(),
+            redirect_url: Some("https://example.com/thanks".into()),
+        }),
+        ..child("work", due, r#"{"order":7}"#)
+    };
+    let resume = |token: &str, data: &str, now: Timestamp| ResumeWait {
+        token: token.into(),
+        data: data.into(),
+        now,
+    };
+    let run = new_run(&s, (false, false), "null").await;
+    let start = claim(&s, T0, 10).await.remove(0);
+    let due = Timestamp(T0.0 + 60_000);
+    s.commit_step(commit(&start, succeed(vec![wait("t1", due)]), T0))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&s, run).await, RunStatus::Waiting);
+    assert!(
+        claim(&s, T0, 10).await.is_empty(),
+        "a wait is not a due step"
+    );
+    assert_eq!(
+        s.resume_wait(resume("t1", r#"{"ok":true}"#, T0))
+            .await
+            .unwrap(),
+        Resumed::Resumed {
+            run,
+            redirect_url: Some("https://example.com/thanks".into())
+        }
+    );
+    assert_eq!(status_of(&s, run).await, RunStatus::Running);
+    assert_eq!(
+        s.resume_wait(resume("t1", "{}", T0)).await.unwrap(),
+        Resumed::AlreadyUsed { run }
+    );
+    let resumed = claim(&s, T0, 10).await.remove(0);
+    assert_eq!(resumed.action, "work");
+    let payload: serde_json::Value = serde_json::from_str(&resumed.payload).unwrap();
+    assert_eq!(payload, serde_json::json!({ "order": 7, "ok": true }));
+    let done = finished(
+        s.commit_step(commit(&resumed, succeed(vec![]), T0))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(done.unwrap().status, RunStatus::Completed);
+
+    // A wait nobody resumes is claimed at its timeout as a `wait_timeout`.
+    let run = new_run(&s, (false, false), "null").await;
+    let start = claim(&s, T0, 10).await.remove(0);
+    s.commit_step(commit(&start, succeed(vec![wait("t2", due)]), T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.next_due_at().await.unwrap(),
+        Some(due),
+        "the timeout is a due time"
+    );
+    let late = Timestamp(due.0 - 1);
+    assert!(claim(&s, late, 10).await.is_empty());
+    let expired = claim(&s, due, 10).await.remove(0);
+    assert_eq!(expired.kind, StepKind::WaitTimeout);
+    assert_eq!(
+        s.resume_wait(resume("t2", "{}", due)).await.unwrap(),
+        Resumed::Expired { run }
+    );
+    let timed_out = CommitKind::TimedOut {
+        error: StepError::new(ErrorKind::WaitTimeout, "WaitTimeout", "no event"),
+    };
+    let done = finished(
+        s.commit_step(commit(&expired, timed_out, due))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        done.unwrap().status,
+        RunStatus::Completed,
+        "a timeout is not a failure"
+    );
+    let steps = s.steps(run).await.unwrap();
+    assert_eq!(steps[1].status, StepStatus::TimedOut);
+    assert_eq!(
+        s.resume_wait(resume("nope", "{}", due)).await.unwrap(),
+        Resumed::Unknown
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1330,6 +1421,7 @@ macro_rules! conformance_tests {
             checkpoint_writes_are_compare_and_set,
             a_concurrency_limit_admits_queued_runs_in_order,
             a_throttle_spreads_starts_over_its_period,
+            a_wait_resumes_once_or_times_out,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

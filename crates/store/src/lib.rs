@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use flowstate_core::checkpoint::{Checkpoint, CheckpointWrite};
-use flowstate_core::executor::{StepError, WorkflowInfo};
+use flowstate_core::executor::{StepError, WaitSpec, WorkflowInfo};
 use flowstate_core::lifecycle;
 use flowstate_core::state::{StateError, StateOp, StateScope};
 use flowstate_core::status::{RunStatus, StepKind, StepStatus};
@@ -253,16 +253,71 @@ pub struct OpContext {
 #[derive(Clone, Debug)]
 pub struct NewChild {
     pub action: String,
+    /// For a wait: when it times out.
     pub due_at: Timestamp,
     /// JSON text of the payload.
     pub payload: String,
+    /// Set for an `api.waitForEvent` branch: it waits for its token.
+    pub wait: Option<WaitSpec>,
+}
+
+/// A `/resume/<token>` call.
+#[derive(Clone, Debug)]
+pub struct ResumeWait {
+    pub token: String,
+    /// JSON text of an object, merged over the wait's payload.
+    pub data: String,
+    pub now: Timestamp,
+}
+
+/// What a resume did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resumed {
+    /// The branch goes on: its step is due now.
+    Resumed {
+        run: RunId,
+        redirect_url: Option<String>,
+    },
+    /// No wait has this token.
+    Unknown,
+    /// Resumed before: a token works once.
+    AlreadyUsed { run: RunId },
+    /// Timed out, or its run ended or was cancelled.
+    Expired { run: RunId },
+}
+
+/// Merges a resume's data (an object) over a wait's payload: the payload's
+/// fields, then the data's; a payload that is not an object is kept under
+/// `payload`.
+pub fn merge_resume(payload: &str, data: &str) -> String {
+    use serde_json::{Map, Value};
+    let mut merged = match serde_json::from_str::<Value>(payload).unwrap_or(Value::Null) {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        other => Map::from_iter([("payload".to_string(), other)]),
+    };
+    if let Ok(Value::Object(d)) = serde_json::from_str::<Value>(data) {
+        merged.extend(d);
+    }
+    Value::Object(merged).to_string()
 }
 
 #[derive(Clone, Debug)]
 pub enum CommitKind {
-    Succeeded { children: Vec<NewChild> },
-    FailedForGood { error: StepError },
-    Ended { reason: String },
+    Succeeded {
+        children: Vec<NewChild>,
+    },
+    FailedForGood {
+        error: StepError,
+    },
+    Ended {
+        reason: String,
+    },
+    /// A wait whose event never came: the branch ends, recorded, without
+    /// failing the run.
+    TimedOut {
+        error: StepError,
+    },
 }
 
 impl CommitKind {
@@ -293,6 +348,24 @@ impl CommitKind {
                 children: &[],
                 end_reason: Some(reason),
             },
+            CommitKind::TimedOut { error } => CommitPlan {
+                outcome: lifecycle::Outcome::Succeeded { children: 0 },
+                status: StepStatus::TimedOut,
+                error: Some(error),
+                children: &[],
+                end_reason: None,
+            },
+        }
+    }
+
+    /// How this commit changes the run's count of waiting branches.
+    pub fn waiting_delta(&self) -> i64 {
+        match self {
+            CommitKind::Succeeded { children } => {
+                children.iter().filter(|c| c.wait.is_some()).count() as i64
+            }
+            CommitKind::TimedOut { .. } => -1,
+            _ => 0,
         }
     }
 }
@@ -530,6 +603,10 @@ pub trait Store: Send + Sync + 'static {
         value: Option<String>,
         now: Timestamp,
     ) -> impl Future<Output = Result<Checkpoint>> + Send;
+
+    /// Resumes the `api.waitForEvent` branch with this token, once. Durable
+    /// when it returns.
+    fn resume_wait(&self, r: ResumeWait) -> impl Future<Output = Result<Resumed>> + Send;
 
     /// Resolves once every write accepted before it is durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;

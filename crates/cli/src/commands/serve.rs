@@ -54,7 +54,22 @@ async fn serve<S: Store>(
         path: "/api".into(),
     });
     let sandbox = Sandbox::sized_to_cores_with(policy);
-    let config = EngineConfig::new(limits, sandbox.workers());
+    let mut config = EngineConfig::new(limits, sandbox.workers());
+    let public_url = match &args.public_url {
+        Some(u) => {
+            let parsed = url::Url::parse(u)
+                .ok()
+                .filter(|p| matches!(p.scheme(), "http" | "https"));
+            if parsed.is_none() {
+                anyhow::bail!(
+                    "--public-url '{u}' is not an http(s) URL; write it like https://flows.example.com"
+                );
+            }
+            u.trim_end_matches('/').to_string()
+        }
+        None => format!("http://{addr}"),
+    };
+    config.public_url = Arc::from(public_url.as_str());
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let engine = Engine::new(store.clone(), Arc::new(sandbox), clock, config);
     if let Some(dir) = &args.dir {

@@ -538,7 +538,25 @@ function makeApi(meta, isHook) {
             toJson(payload === undefined ? null : payload, `the payload for '${action}'`)
           );
         },
-    waitForEvent: isHook ? hookOnly('waitForEvent') : undefined,
+    waitForEvent: isHook
+      ? hookOnly('waitForEvent')
+      : async (options) => {
+          if (options === null || typeof options !== 'object') {
+            throw new TypeError('api.waitForEvent expects an object: { action, payload, timeout, redirect_url }');
+          }
+          const { action, payload, timeout, redirect_url: redirect } = options;
+          if (redirect != null && typeof redirect !== 'string') {
+            throw new TypeError(`api.waitForEvent: redirect_url must be a URL string, got ${format([redirect])}`);
+          }
+          return JSON.parse(
+            host.wait(
+              action,
+              toJson(timeout === undefined ? null : timeout, 'timeout'),
+              toJson(payload === undefined ? null : payload, `the payload for '${action}'`),
+              redirect ?? null
+            )
+          );
+        },
     csv: isHook
       ? Object.freeze({ importCSV: hookOnly('csv.importCSV'), readCSVChunk: hookOnly('csv.readCSVChunk'), deleteCSV: hookOnly('csv.deleteCSV') })
       : undefined,

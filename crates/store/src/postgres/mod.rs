@@ -14,6 +14,7 @@ mod ops;
 mod schema;
 mod sql;
 mod state_ops;
+mod waits;
 
 use std::future::Future;
 
@@ -260,12 +261,12 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<Vec<ClaimedStep>>> + Send {
         let pool = self.pool.clone();
         async move {
-            in_tx!(pool, |tx| claim(
-                &tx,
-                c,
-                &[sql::CLAIM_DUE, sql::CLAIM_EXPIRED]
-            )
-            .await?)
+            in_tx!(pool, |tx| {
+                tx.execute(waits::EXPIRE, &[&c.now.0])
+                    .await
+                    .map_err(pg_err)?;
+                claim(&tx, c, &[sql::CLAIM_DUE, sql::CLAIM_EXPIRED]).await?
+            })
         }
     }
 
@@ -535,6 +536,14 @@ impl Store for PostgresStore {
                 checkpoints::put(&tx, &workflow, &scope, value.as_deref(), now).await?
             })
         }
+    }
+
+    fn resume_wait(
+        &self,
+        r: crate::ResumeWait,
+    ) -> impl Future<Output = Result<crate::Resumed>> + Send {
+        let pool = self.pool.clone();
+        async move { in_tx!(pool, |tx| waits::resume(&tx, &r).await?) }
     }
 
     /// Every operation commits before it returns: nothing is ever pending.

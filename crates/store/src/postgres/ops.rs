@@ -303,18 +303,36 @@ pub(super) async fn commit_step(tx: &Transaction<'_>, c: StepCommit) -> Result<C
     .await
     .map_err(pg_err)?;
     for child in children {
-        insert_step(
-            tx,
-            run,
-            Some(c.step.0),
-            StepKind::Action,
-            &child.action,
-            depth + 1,
-            &child.payload,
-            child.due_at,
-            c.now,
-        )
-        .await?;
+        match &child.wait {
+            Some(wait) => {
+                super::waits::insert_wait(
+                    tx,
+                    run,
+                    c.step.0,
+                    &child.action,
+                    depth + 1,
+                    &child.payload,
+                    child.due_at,
+                    c.now,
+                    wait,
+                )
+                .await?
+            }
+            None => {
+                insert_step(
+                    tx,
+                    run,
+                    Some(c.step.0),
+                    StepKind::Action,
+                    &child.action,
+                    depth + 1,
+                    &child.payload,
+                    child.due_at,
+                    c.now,
+                )
+                .await?
+            }
+        }
     }
     let mut added = children.len() as i64;
     if let Some(hook) = t.schedule_hook {
@@ -349,6 +367,7 @@ pub(super) async fn commit_step(tx: &Transaction<'_>, c: StepCommit) -> Result<C
             &if failed_now { error_json.clone() } else { None },
             &end_reason,
             &t.finalize.then_some(c.now.0),
+            &c.kind.waiting_delta(),
         ],
     )
     .await

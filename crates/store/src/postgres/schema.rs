@@ -143,6 +143,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_gated ON runs (workflow, gate_key, id)
         WHERE gate_key IS NOT NULL AND finished_at IS NULL;
     CREATE INDEX runs_admitted ON runs (workflow, admitted_at) WHERE admitted_at IS NOT NULL;",
+    // 5: api.waitForEvent (see the SQLite migration 8).
+    "ALTER TABLE steps ADD COLUMN wait_token TEXT;
+    ALTER TABLE steps ADD COLUMN redirect_url TEXT;
+    ALTER TABLE runs ADD COLUMN waiting BIGINT NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX steps_by_wait_token ON steps (wait_token) WHERE wait_token IS NOT NULL;
+    CREATE INDEX steps_waiting ON steps (due_at) WHERE status = 'waiting';",
 ];
 
 /// An arbitrary constant naming flowstate's migration lock.

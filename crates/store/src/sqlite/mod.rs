@@ -26,6 +26,7 @@ mod gate;
 mod schema;
 mod sql;
 mod state_ops;
+mod waits;
 mod writer;
 
 use std::fs::File;
@@ -554,6 +555,13 @@ impl Store for SqliteStore {
         self.call(true, move |w| {
             w.put_checkpoint(&workflow, &scope, value.as_deref(), now)
         })
+    }
+
+    fn resume_wait(
+        &self,
+        r: crate::ResumeWait,
+    ) -> impl Future<Output = Result<crate::Resumed>> + Send {
+        self.call(true, move |w| w.resume_wait(&r))
     }
 
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {

@@ -152,6 +152,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_gated ON runs(workflow, gate_key, id)
         WHERE gate_key IS NOT NULL AND finished_at IS NULL;
     CREATE INDEX runs_admitted ON runs(workflow, admitted_at) WHERE admitted_at IS NOT NULL;",
+    // 8: api.waitForEvent. A waiting step is due at its timeout; `waiting`
+    // counts a run's waiting branches (the run is `waiting` when they are
+    // all it has left).
+    "ALTER TABLE steps ADD COLUMN wait_token TEXT;
+    ALTER TABLE steps ADD COLUMN redirect_url TEXT;
+    ALTER TABLE runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX steps_by_wait_token ON steps(wait_token) WHERE wait_token IS NOT NULL;
+    CREATE INDEX steps_waiting ON steps(due_at) WHERE status = 'waiting';",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -32,7 +32,8 @@ pub const CLAIM_EXPIRED: &str =
      RETURNING id, run_id, kind, action, depth, attempt, payload, payload_blob";
 pub const NEXT_DUE: &str = "SELECT min(t) FROM (
         SELECT min(due_at) AS t FROM steps WHERE status = 'pending'
-        UNION ALL SELECT min(lease_until) FROM steps WHERE status = 'running')";
+        UNION ALL SELECT min(lease_until) FROM steps WHERE status = 'running'
+        UNION ALL SELECT min(due_at) FROM steps WHERE status = 'waiting')";
 
 pub const SELECT_RUN_CONTEXT: &str =
     "SELECT workflow, version_id, headers, steps_total, error FROM runs WHERE id = ?1";
@@ -46,11 +47,16 @@ pub const FINISH_STEP: &str =
      WHERE id = ?1";
 pub const CANCEL_OTHER_STEPS: &str =
     "UPDATE steps SET status = 'cancelled', finished_at = ?3, lease_until = NULL
-     WHERE run_id = ?1 AND id != ?2 AND status IN ('pending', 'running')
+     WHERE run_id = ?1 AND id != ?2 AND status IN ('pending', 'running', 'waiting')
      RETURNING payload_blob";
 pub const UPDATE_RUN_AFTER_STEP: &str =
     "UPDATE runs SET pending = ?2, steps_total = steps_total + ?3,
-        status = coalesce(?4, status), error = coalesce(error, ?5),
+        waiting = waiting + ?8,
+        status = coalesce(?4, CASE
+            WHEN status NOT IN ('running', 'waiting') THEN status
+            WHEN ?2 > 0 AND ?2 = waiting + ?8 THEN 'waiting'
+            ELSE 'running' END),
+        error = coalesce(error, ?5),
         end_reason = coalesce(?6, end_reason), finished_at = ?7
      WHERE id = ?1";
 pub const DELETE_STEP_JOURNAL: &str = "DELETE FROM journal WHERE step_id = ?1";
@@ -148,7 +154,7 @@ pub const CANCEL_RUN: &str = "UPDATE runs SET status = 'cancelled', pending = 0,
      WHERE id = ?1 AND finished_at IS NULL";
 pub const CANCEL_RUN_STEPS: &str =
     "UPDATE steps SET status = 'cancelled', finished_at = ?2, lease_until = NULL
-     WHERE run_id = ?1 AND status IN ('pending', 'running', 'queued')
+     WHERE run_id = ?1 AND status IN ('pending', 'running', 'queued', 'waiting')
      RETURNING payload_blob";
 
 // Metrics and retention.

@@ -240,6 +240,7 @@ impl Writer {
 
     /// Leases due steps, then steps whose lease ran out.
     pub fn claim(&mut self, c: ClaimRequest) -> Result<Vec<ClaimedStep>> {
+        self.expire_waits(c.now)?;
         self.claim_with(c, &[sql::CLAIM_DUE, sql::CLAIM_EXPIRED])
     }
 
@@ -418,6 +419,9 @@ impl Writer {
                 c.now,
                 c.blob_threshold,
             )?;
+            if let Some(wait) = &child.wait {
+                self.make_waiting(wait)?;
+            }
         }
         let mut added = children.len() as i64;
         if let Some(hook) = t.schedule_hook {
@@ -467,7 +471,8 @@ impl Writer {
                     None
                 },
                 end_reason,
-                t.finalize.then_some(c.now.0)
+                t.finalize.then_some(c.now.0),
+                c.kind.waiting_delta()
             ])
             .map_err(db_err)?;
         if self.journaled.remove(&c.step.0) || c.attempt > 1 {
