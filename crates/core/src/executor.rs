@@ -103,9 +103,43 @@ pub trait StepHost: Send + Sync {
     fn state(&self, scope: StateScope, op: StateOp) -> Result<String, String>;
     /// Reads a checkpoint (`scope` as in [`CheckpointWrite::scope`]).
     fn checkpoint(&self, scope: &str) -> Result<Checkpoint, String>;
+    /// Stores or reads imported CSV chunks (`api.csv`); `Read` answers the
+    /// chunk's rows as JSON text, or `None`.
+    fn csv(&self, op: CsvOp) -> Result<Option<String>, String>;
     /// The engine's clock, for log timestamps.
     fn now(&self) -> Timestamp;
 }
+
+/// What `api.csv` asks of the store. An import writes its chunks one by
+/// one, so memory stays bounded by one chunk whatever the file's size.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CsvOp {
+    /// Starts an import under `key`, dropping what an earlier attempt left.
+    Begin {
+        key: String,
+    },
+    /// One chunk: a JSON array of row objects.
+    Chunk {
+        key: String,
+        index: u32,
+        rows: String,
+    },
+    /// The import is complete: `meta` is what `importCSV` returns.
+    Finish {
+        key: String,
+        meta: String,
+    },
+    Read {
+        key: String,
+        index: u32,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+/// How long imported chunks are kept.
+pub const CSV_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScheduledStep {

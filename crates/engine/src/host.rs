@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use flowstate_core::checkpoint::Checkpoint;
-use flowstate_core::executor::StepHost;
+use flowstate_core::executor::{CsvOp, StepHost};
 use flowstate_core::limits::Limits;
 use flowstate_core::state::{StateOp, StateScope};
 use flowstate_core::{Clock, RunId, StepId, Timestamp};
@@ -61,6 +61,17 @@ impl<S: Store> StepHost for EngineHost<S> {
             )
             .map_err(|e| {
                 format!("flowstate could not read the checkpoint ({e}); the step will be retried")
+            })
+    }
+
+    fn csv(&self, op: CsvOp) -> Result<Option<String>, String> {
+        self.runtime
+            .block_on(
+                self.store
+                    .csv_op(self.workflow.clone(), op, self.clock.now()),
+            )
+            .map_err(|e| {
+                format!("flowstate could not store or read the CSV chunk ({e}); the step will be retried")
             })
     }
 

@@ -124,15 +124,79 @@ pub fn perform(
     remaining: Duration,
     req: FetchRequest,
 ) -> Result<String, String> {
+    let Opened {
+        url,
+        redirected,
+        mut response,
+    } = open(policy, remaining, req, "fetch")?;
+    let status = response.status();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(policy.max_response_bytes)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => format!(
+                "the response from {url} is over the fetch limit of {}; ask for less (pages, fields)",
+                flowstate_core::json::human_bytes(policy.max_response_bytes as usize)
+            ),
+            other => format!("fetch to {url} failed reading the body: {other}"),
+        })?;
+    let mut out = json!({
+        "status": status.as_u16(),
+        "statusText": status.canonical_reason().unwrap_or(""),
+        "url": url.as_str(),
+        "redirected": redirected,
+        "headers": headers,
+    });
+    match String::from_utf8(bytes) {
+        Ok(text) => out["text"] = text.into(),
+        Err(e) => {
+            out["base64"] = base64::engine::general_purpose::STANDARD
+                .encode(e.into_bytes())
+                .into()
+        }
+    }
+    Ok(out.to_string())
+}
+
+/// A response whose headers have arrived, after any redirects.
+pub struct Opened {
+    /// Where it came from, after redirects.
+    pub url: url::Url,
+    pub redirected: bool,
+    pub response: ureq::http::Response<ureq::Body>,
+}
+
+/// Sends a request, following redirects by hand so that every hop is
+/// checked against the deny-list; `what` names the caller in errors.
+pub fn open(
+    policy: &FetchPolicy,
+    remaining: Duration,
+    req: FetchRequest,
+    what: &str,
+) -> Result<Opened, String> {
     let timeout = policy.timeout.min(remaining);
     if timeout.is_zero() {
-        return Err("fetch: the step has no wall time left for a request".into());
+        return Err(format!(
+            "{what}: the step has no wall time left for a request"
+        ));
     }
-    let mut url =
-        url::Url::parse(&req.url).map_err(|e| format!("fetch: '{}' is not a URL: {e}", req.url))?;
+    let mut url = url::Url::parse(&req.url)
+        .map_err(|e| format!("{what}: '{}' is not a URL: {e}", req.url))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "fetch: only http and https URLs can be fetched, not '{}'",
+            "{what}: only http and https URLs can be fetched, not '{}'",
             url.scheme()
         ));
     }
@@ -153,13 +217,13 @@ pub fn perform(
         }
         let request = builder
             .body(body.clone().unwrap_or_default())
-            .map_err(|e| format!("fetch: bad request to {url}: {e}"))?;
-        let mut resp = agent.run(request).map_err(|e| match e {
+            .map_err(|e| format!("{what}: bad request to {url}: {e}"))?;
+        let resp = agent.run(request).map_err(|e| match e {
             ureq::Error::Timeout(_) => format!(
-                "fetch to {url} timed out after {}",
+                "{what} to {url} timed out after {}",
                 flowstate_core::delay::format_duration(timeout)
             ),
-            other => format!("fetch to {url} failed: {other}"),
+            other => format!("{what} to {url} failed: {other}"),
         })?;
         let status = resp.status();
         if status.is_redirection()
@@ -167,57 +231,24 @@ pub fn perform(
         {
             if hop == MAX_REDIRECTS {
                 return Err(format!(
-                    "fetch to {} was redirected more than {MAX_REDIRECTS} times",
+                    "{what} to {} was redirected more than {MAX_REDIRECTS} times",
                     req.url
                 ));
             }
             url = url
                 .join(next)
-                .map_err(|e| format!("fetch: bad redirect from {url}: {e}"))?;
+                .map_err(|e| format!("{what}: bad redirect from {url}: {e}"))?;
             if status == 303 || ((status == 301 || status == 302) && method == "POST") {
                 method = "GET".into();
                 body = None;
             }
             continue;
         }
-        let headers: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(policy.max_response_bytes)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => format!(
-                    "the response from {url} is over the fetch limit of {}; ask for less (pages, fields)",
-                    flowstate_core::json::human_bytes(policy.max_response_bytes as usize)
-                ),
-                other => format!("fetch to {url} failed reading the body: {other}"),
-            })?;
-        let mut out = json!({
-            "status": status.as_u16(),
-            "statusText": status.canonical_reason().unwrap_or(""),
-            "url": url.as_str(),
-            "redirected": hop > 0,
-            "headers": headers,
+        return Ok(Opened {
+            url,
+            redirected: hop > 0,
+            response: resp,
         });
-        match String::from_utf8(bytes) {
-            Ok(text) => out["text"] = text.into(),
-            Err(e) => {
-                out["base64"] = base64::engine::general_purpose::STANDARD
-                    .encode(e.into_bytes())
-                    .into()
-            }
-        }
-        return Ok(out.to_string());
     }
     unreachable!("the loop returns by its last hop")
 }

@@ -6,6 +6,7 @@
 
 mod compile;
 mod cpu;
+mod csv_import;
 mod fetch;
 mod schedule;
 mod step;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use flowstate_core::checkpoint::{self, CheckpointWrite};
 use flowstate_core::executor::{
-    ErrorKind, LogLevel, LogLine, Returned, ScheduledStep, StepError, StepJob, StepReport,
+    CsvOp, ErrorKind, LogLevel, LogLine, Returned, ScheduledStep, StepError, StepJob, StepReport,
     StepResult, WaitSpec,
 };
 use flowstate_core::state::{StateOp, StateScope};
@@ -23,6 +23,7 @@ use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value, 
 
 use crate::compile::{Compiled, EXPORT_NAME};
 use crate::cpu::thread_cpu_time;
+use crate::csv_import;
 use crate::fetch::{self, FetchPolicy, FetchRequest};
 use crate::schedule::{self, ScheduleContext};
 
@@ -84,6 +85,8 @@ struct StepState {
     logs: Vec<LogLine>,
     dropped_logs: usize,
     ended: Option<String>,
+    /// CSV imports started so far (each gets its own key).
+    csv_imports: u32,
     /// Checkpoint versions read, by scope.
     checkpoint_reads: std::collections::HashMap<String, i64>,
     /// Checkpoints changed, to write at commit.
@@ -374,7 +377,7 @@ fn install_host<'js>(
 ) -> rquickjs::Result<()> {
     let obj = Object::new(ctx.clone())?;
 
-    let policy = policy.clone();
+    let fetch_policy = policy.clone();
     obj.set(
         "fetch",
         Function::new(
@@ -390,7 +393,7 @@ fn install_host<'js>(
                 let body = text.map(String::into_bytes).or(bytes);
                 let remaining = wall_deadline.saturating_duration_since(Instant::now());
                 fetch::perform(
-                    &policy,
+                    &fetch_policy,
                     remaining,
                     FetchRequest {
                         url,
@@ -439,6 +442,57 @@ fn install_host<'js>(
                     .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
             },
         )?,
+    )?;
+
+    let (host, st, policy) = (job.host.clone(), state.clone(), policy.clone());
+    let (run, step) = (job.run.id.0, job.run.step_id.0);
+    obj.set(
+        "csvImport",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, url: String, chunk_size: f64, delimiter: String| {
+                let n = {
+                    let mut st = st.borrow_mut();
+                    st.csv_imports += 1;
+                    st.csv_imports
+                };
+                let chunk_size = if chunk_size.fract() == 0.0 && chunk_size >= 0.0 {
+                    chunk_size.min(u32::MAX as f64) as u32
+                } else {
+                    0
+                };
+                csv_import::import(csv_import::Import {
+                    url,
+                    chunk_size,
+                    delimiter,
+                    key: format!("csv_{run}_{step}_{n}"),
+                    policy: &policy,
+                    remaining: wall_deadline.saturating_duration_since(Instant::now()),
+                    host: host.as_ref(),
+                })
+                .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
+            },
+        )?,
+    )?;
+    let host = job.host.clone();
+    obj.set(
+        "csvRead",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, key: String, index: u32| {
+                host.csv(CsvOp::Read { key, index })
+                    .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
+            },
+        )?,
+    )?;
+    let host = job.host.clone();
+    obj.set(
+        "csvDelete",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, key: String| {
+            host.csv(CsvOp::Delete { key })
+                .map(|_| ())
+                .map_err(|msg| rquickjs::Exception::throw_message(&ctx, &msg))
+        })?,
     )?;
 
     let (host, st) = (job.host.clone(), state.clone());

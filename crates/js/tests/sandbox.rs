@@ -18,7 +18,11 @@ struct MemHost {
     ops: Mutex<Vec<String>>,
     /// Checkpoints by scope: (JSON text, version).
     checkpoints: Mutex<HashMap<String, (String, i64)>>,
+    csv: Mutex<MemCsv>,
 }
+
+/// CSV chunks by (key, index), and the keys of finished imports.
+type MemCsv = (HashMap<(String, u32), String>, Vec<String>);
 
 impl StepHost for MemHost {
     fn state(
@@ -72,6 +76,28 @@ impl StepHost for MemHost {
             },
             None => Default::default(),
         })
+    }
+
+    fn csv(&self, op: CsvOp) -> Result<Option<String>, String> {
+        let mut csv = self.csv.lock().unwrap();
+        match op {
+            CsvOp::Begin { key } => csv.0.retain(|(k, _), _| *k != key),
+            CsvOp::Chunk { key, index, rows } => {
+                csv.0.insert((key, index), rows);
+            }
+            CsvOp::Finish { key, .. } => csv.1.push(key),
+            CsvOp::Read { key, index } => {
+                if !csv.1.contains(&key) {
+                    return Ok(None);
+                }
+                return Ok(csv.0.get(&(key, index)).cloned());
+            }
+            CsvOp::Delete { key } => {
+                csv.0.retain(|(k, _), _| *k != key);
+                csv.1.retain(|k| *k != key);
+            }
+        }
+        Ok(None)
     }
 
     fn now(&self) -> Timestamp {
@@ -661,6 +687,20 @@ fn http_server() -> String {
                     ),
                     "/redirect" => ("302 Found", "location: /json\r\n".into(), Vec::new()),
                     "/binary" => ("200 OK", String::new(), vec![0, 255, 1]),
+                    "/orders.csv" => (
+                        "200 OK",
+                        "content-type: text/csv\r\n".into(),
+                        "\u{feff}id,name,note\r\n1,\"Smith, Ann\",\"line one\nline two\"\n2,Bob,\"said \"\"hi\"\"\"\n3,Cy,\n"
+                            .as_bytes()
+                            .to_vec(),
+                    ),
+                    "/items.tsv" => ("200 OK", String::new(), b"sku\tqty\nA\t1\nB\t2\n".to_vec()),
+                    "/ragged.csv" => ("200 OK", String::new(), b"a,b\n1,2\n3\n".to_vec()),
+                    "/page.html" => (
+                        "200 OK",
+                        "content-type: text/html\r\n".into(),
+                        b"<html>login</html>".to_vec(),
+                    ),
                     "/big" => ("200 OK", String::new(), vec![b'x'; 200_000]),
                     "/slow" => {
                         std::thread::sleep(Duration::from_millis(1500));
@@ -915,4 +955,65 @@ async fn wait_for_event_returns_a_resume_url_and_schedules_a_wait() {
             .message
             .contains("cannot be called from onWorkflowComplete")
     );
+}
+
+#[tokio::test]
+async fn csv_imports_parse_quotes_newlines_bom_and_tabs_into_chunks() {
+    let base = http_server();
+    let src = format!(
+        "class Workflow {{
+            async start(d, h, api) {{
+                const a = await api.csv.importCSV('{base}/orders.csv', {{ chunkSize: 2 }});
+                api.log(JSON.stringify(a));
+                api.log(JSON.stringify(await api.csv.readCSVChunk(a.key, 0)));
+                api.log(JSON.stringify(await api.csv.readCSVChunk(a.key, 1)));
+                api.log(JSON.stringify(await api.csv.readCSVChunk(a.key, 2)));
+                const t = await api.csv.importCSV(new URL('/items.tsv', '{base}'), {{ delimiter: '\\t' }});
+                api.log(t.key !== a.key, JSON.stringify(await api.csv.readCSVChunk(t.key, 0)));
+                await api.csv.deleteCSV(t.key);
+                api.log(await api.csv.readCSVChunk(t.key, 0));
+            }}
+            async fails(d, h, api) {{
+                await api.csv.importCSV('{base}' + d.path, d.options);
+            }}
+        }}"
+    );
+    let f = fixture(&src);
+    let r = f.run("start", "{}").await;
+    assert!(scheduled(&r).is_empty());
+    let lines: Vec<&str> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        lines[0],
+        r#"{"key":"csv_7_3_1","totalRows":3,"chunkCount":2,"headers":["id","name","note"]}"#
+    );
+    assert_eq!(
+        lines[1],
+        r#"[{"id":"1","name":"Smith, Ann","note":"line one\nline two"},{"id":"2","name":"Bob","note":"said \"hi\""}]"#
+    );
+    assert_eq!(lines[2], r#"[{"id":"3","name":"Cy","note":""}]"#);
+    assert_eq!(lines[3], "null", "past the last chunk");
+    assert_eq!(
+        lines[4],
+        r#"true [{"sku":"A","qty":"1"},{"sku":"B","qty":"2"}]"#
+    );
+    assert_eq!(lines[5], "null", "deleted");
+
+    let fails = |path: &str, options: &str| {
+        let data = format!(r#"{{"path":"{path}","options":{options}}}"#);
+        let f = &f;
+        async move { failed(&f.run("fails", &data).await).message.clone() }
+    };
+    let m = fails("/missing.csv", "{}").await;
+    assert!(m.contains("answered 404 Not Found"), "{m}");
+    let m = fails("/page.html", "{}").await;
+    assert!(m.contains("is not CSV") && m.contains("text/html"), "{m}");
+    let m = fails("/ragged.csv", "{}").await;
+    assert!(
+        m.contains("line 3") && m.contains("1 fields where the header has 2"),
+        "{m}"
+    );
+    let m = fails("/orders.csv", r#"{"chunkSize":0}"#).await;
+    assert!(m.contains("chunkSize must be 1 to 10000"), "{m}");
+    let m = fails("/orders.csv", r#"{"delimiter":"ab"}"#).await;
+    assert!(m.contains("delimiter must be one character"), "{m}");
 }

@@ -1380,6 +1380,103 @@ pub async fn a_wait_resumes_once_or_times_out<S: Store>(s: S) {
     );
 }
 
+pub async fn csv_chunks_are_kept_per_workflow_until_they_expire<S: Store>(s: S) {
+    use flowstate_core::executor::{CSV_TTL, CsvOp};
+    let op = |workflow: &str, op: CsvOp, now: Timestamp| s.csv_op(workflow.into(), op, now);
+    let read = |index| CsvOp::Read {
+        key: "k".into(),
+        index,
+    };
+    op("wf", CsvOp::Begin { key: "k".into() }, T0)
+        .await
+        .unwrap();
+    for index in 0..2 {
+        let rows = format!(r#"[{{"n":"{index}"}}]"#);
+        op(
+            "wf",
+            CsvOp::Chunk {
+                key: "k".into(),
+                index,
+                rows,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        op("wf", read(0), T0).await.unwrap(),
+        None,
+        "not until it is complete"
+    );
+    op(
+        "wf",
+        CsvOp::Finish {
+            key: "k".into(),
+            meta: "{}".into(),
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        op("wf", read(1), T0).await.unwrap().as_deref(),
+        Some(r#"[{"n":"1"}]"#)
+    );
+    assert_eq!(op("wf", read(2), T0).await.unwrap(), None);
+    assert_eq!(
+        op("other", read(0), T0).await.unwrap(),
+        None,
+        "another workflow's import"
+    );
+    op("other", CsvOp::Delete { key: "k".into() }, T0)
+        .await
+        .unwrap();
+    let expiry = T0.plus(CSV_TTL);
+    let just_before = Timestamp(expiry.0 - 1);
+    assert!(op("wf", read(0), just_before).await.unwrap().is_some());
+    assert_eq!(
+        op("wf", read(0), expiry).await.unwrap(),
+        None,
+        "expired after 7 days"
+    );
+
+    // A retried import starts over under the same key.
+    op("wf", CsvOp::Begin { key: "k".into() }, T0)
+        .await
+        .unwrap();
+    op(
+        "wf",
+        CsvOp::Finish {
+            key: "k".into(),
+            meta: "{}".into(),
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        op("wf", read(1), T0).await.unwrap(),
+        None,
+        "old chunks are gone"
+    );
+    op(
+        "wf",
+        CsvOp::Chunk {
+            key: "k".into(),
+            index: 0,
+            rows: "[]".into(),
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    op("wf", CsvOp::Delete { key: "k".into() }, T0)
+        .await
+        .unwrap();
+    assert_eq!(op("wf", read(0), T0).await.unwrap(), None, "deleted");
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1422,6 +1519,7 @@ macro_rules! conformance_tests {
             a_concurrency_limit_admits_queued_runs_in_order,
             a_throttle_spreads_starts_over_its_period,
             a_wait_resumes_once_or_times_out,
+            csv_chunks_are_kept_per_workflow_until_they_expire,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

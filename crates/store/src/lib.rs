@@ -604,6 +604,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Checkpoint>> + Send;
 
+    /// Stores or reads a workflow's imported CSV chunks (`api.csv`); chunks
+    /// expire `CSV_TTL` after their import began.
+    fn csv_op(
+        &self,
+        workflow: String,
+        op: flowstate_core::executor::CsvOp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+
     /// Resumes the `api.waitForEvent` branch with this token, once. Durable
     /// when it returns.
     fn resume_wait(&self, r: ResumeWait) -> impl Future<Output = Result<Resumed>> + Send;

@@ -176,3 +176,44 @@ pub fn cli(server: &Server, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A loopback file server for workflows to fetch from: `routes` maps a
+/// path to (status line, content type, body); anything else is a 404.
+pub fn file_server(routes: Vec<(&'static str, &'static str, &'static str, Vec<u8>)>) -> String {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = std::sync::Arc::new(routes);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let routes = routes.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let found = routes.iter().find(|r| r.0 == path);
+                let (status, ctype, body): (&str, &str, &[u8]) = match found {
+                    Some((_, status, ctype, body)) => (status, ctype, body),
+                    None => ("404 Not Found", "text/plain", b"no such file"),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+            });
+        }
+    });
+    format!("http://{addr}")
+}

@@ -504,6 +504,38 @@ function makeStore(name, scope) {
   });
 }
 
+// api.csv: the host downloads, parses and stores (see csv_import.rs).
+const checkKey = (what, key) => {
+  if (typeof key !== 'string' || key === '') {
+    throw new TypeError(`api.csv.${what}: the key must be the string importCSV returned, got ${format([key])}`);
+  }
+};
+const csvApi = Object.freeze({
+  async importCSV(url, options = {}) {
+    const href = url && typeof url === 'object' && typeof url.href === 'string' ? url.href : url;
+    if (typeof href !== 'string') {
+      throw new TypeError(`api.csv.importCSV: the URL must be a string, got ${format([url])}`);
+    }
+    const { chunkSize = 500, delimiter = ',' } = options ?? {};
+    if (typeof chunkSize !== 'number' || !Number.isInteger(chunkSize)) {
+      throw new TypeError(`api.csv.importCSV: chunkSize must be a whole number of rows, got ${format([chunkSize])}`);
+    }
+    return JSON.parse(host.csvImport(href, chunkSize, String(delimiter)));
+  },
+  async readCSVChunk(key, index) {
+    checkKey('readCSVChunk', key);
+    if (!Number.isInteger(index) || index < 0) {
+      throw new TypeError(`api.csv.readCSVChunk('${key}', ${format([index])}): the index must be a whole number from 0`);
+    }
+    const rows = host.csvRead(key, index);
+    return rows == null ? null : JSON.parse(rows);
+  },
+  async deleteCSV(key) {
+    checkKey('deleteCSV', key);
+    host.csvDelete(key);
+  },
+});
+
 function makeApi(meta, isHook) {
   const hookOnly = (what) => async () => {
     throw new Error(
@@ -559,7 +591,7 @@ function makeApi(meta, isHook) {
         },
     csv: isHook
       ? Object.freeze({ importCSV: hookOnly('csv.importCSV'), readCSVChunk: hookOnly('csv.readCSVChunk'), deleteCSV: hookOnly('csv.deleteCSV') })
-      : undefined,
+      : csvApi,
   });
 }
 

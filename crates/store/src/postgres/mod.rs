@@ -9,6 +9,7 @@
 //! directory is for the single-node SQLite store.
 
 mod checkpoints;
+mod csv;
 mod gate;
 mod ops;
 mod schema;
@@ -429,9 +430,9 @@ impl Store for PostgresStore {
                     .execute(sql::PRUNE_RUNS, &[&before.0])
                     .await
                     .map_err(pg_err)?;
-                tx.execute(sql::PRUNE_DEDUPE, &[&before.0])
-                    .await
-                    .map_err(pg_err)?;
+                for q in [sql::PRUNE_DEDUPE, csv::PRUNE_CHUNKS, csv::PRUNE_IMPORTS] {
+                    tx.execute(q, &[&before.0]).await.map_err(pg_err)?;
+                }
                 runs
             })
         }
@@ -536,6 +537,16 @@ impl Store for PostgresStore {
                 checkpoints::put(&tx, &workflow, &scope, value.as_deref(), now).await?
             })
         }
+    }
+
+    fn csv_op(
+        &self,
+        workflow: String,
+        op: flowstate_core::executor::CsvOp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<String>>> + Send {
+        let pool = self.pool.clone();
+        async move { in_tx!(pool, |tx| csv::apply(&tx, &workflow, &op, now).await?) }
     }
 
     fn resume_wait(

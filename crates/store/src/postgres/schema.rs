@@ -149,6 +149,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN waiting BIGINT NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX steps_by_wait_token ON steps (wait_token) WHERE wait_token IS NOT NULL;
     CREATE INDEX steps_waiting ON steps (due_at) WHERE status = 'waiting';",
+    // 6: api.csv (see the SQLite migration 9).
+    "CREATE TABLE csv_imports (
+        key TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        meta TEXT,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX csv_imports_expiry ON csv_imports (expires_at);
+    CREATE TABLE csv_chunks (
+        key TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        rows TEXT NOT NULL,
+        PRIMARY KEY (key, idx)
+    );",
 ];
 
 /// An arbitrary constant naming flowstate's migration lock.

@@ -229,11 +229,18 @@ impl Writer {
             .map_err(db_err)?
             .execute([before.0])
             .map_err(db_err)?;
-        self.conn
-            .prepare_cached(sql::PRUNE_DEDUPE)
-            .map_err(db_err)?
-            .execute([before.0])
-            .map_err(db_err)?;
+        // Expired CSV imports are unreadable at once; their rows go here.
+        for q in [
+            sql::PRUNE_DEDUPE,
+            super::csv::PRUNE_CHUNKS,
+            super::csv::PRUNE_IMPORTS,
+        ] {
+            self.conn
+                .prepare_cached(q)
+                .map_err(db_err)?
+                .execute([before.0])
+                .map_err(db_err)?;
+        }
         Ok(runs as u64)
     }
 

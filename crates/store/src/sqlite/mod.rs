@@ -22,6 +22,7 @@
 
 mod admin;
 mod checkpoints;
+mod csv;
 mod gate;
 mod schema;
 mod sql;
@@ -555,6 +556,15 @@ impl Store for SqliteStore {
         self.call(true, move |w| {
             w.put_checkpoint(&workflow, &scope, value.as_deref(), now)
         })
+    }
+
+    fn csv_op(
+        &self,
+        workflow: String,
+        op: flowstate_core::executor::CsvOp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<String>>> + Send {
+        self.call(false, move |w| w.csv_op(&workflow, &op, now))
     }
 
     fn resume_wait(

@@ -160,6 +160,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX steps_by_wait_token ON steps(wait_token) WHERE wait_token IS NOT NULL;
     CREATE INDEX steps_waiting ON steps(due_at) WHERE status = 'waiting';",
+    // 9: api.csv. An import's `meta` is set when it completes.
+    "CREATE TABLE csv_imports (
+        key TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        meta TEXT,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX csv_imports_expiry ON csv_imports(expires_at);
+    CREATE TABLE csv_chunks (
+        key TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        rows TEXT NOT NULL,
+        PRIMARY KEY (key, idx)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {
