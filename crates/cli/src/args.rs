@@ -51,8 +51,43 @@ pub enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
+    /// Set, remove or list a workflow's variables and secrets (its `env`).
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
     /// Measure the engine on built-in scenarios.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCommand {
+    /// Set a variable: NAME=VALUE (with --secret, sealed and never shown).
+    Set {
+        /// The deployed workflow's name.
+        workflow: String,
+        /// NAME=VALUE; a VALUE of `-` is read from stdin (for secrets).
+        #[arg(value_name = "NAME=VALUE")]
+        assignment: String,
+        /// Store it as a secret: sealed at rest, never shown, redacted from logs.
+        #[arg(long)]
+        secret: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a variable.
+    Unset {
+        workflow: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the variables (secrets by name only).
+    List {
+        workflow: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +257,24 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub listen: std::net::SocketAddr,
+    /// The key that seals workflow secrets at rest: 32 bytes as 64 hex
+    /// digits or base64 (e.g. `openssl rand -hex 32`). Keep it safe: secrets
+    /// cannot be read without it.
+    #[arg(
+        long,
+        env = "FLOWSTATE_SECRET_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub secret_key: Option<String>,
+    /// Read --secret-key from this file instead.
+    #[arg(
+        long,
+        env = "FLOWSTATE_SECRET_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "secret_key"
+    )]
+    pub secret_key_file: Option<PathBuf>,
     /// The base URL the outside reaches this server at, for the resume links
     /// of api.waitForEvent (default: http://<the listen address>).
     #[arg(long, env = "FLOWSTATE_PUBLIC_URL", value_name = "URL")]

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Trigger(a) => commands::client::trigger(a),
             Command::Runs { command } => commands::client::runs(command),
             Command::Checkpoint { command } => commands::checkpoint::run(command),
+            Command::Env { command } => commands::env::run(command),
             Command::Bench(a) => commands::bench::run(a).await,
         }
     });

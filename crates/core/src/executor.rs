@@ -93,6 +93,76 @@ pub struct StepJob {
     pub host: Arc<dyn StepHost>,
     /// The server's public base URL, for `api.waitForEvent`'s `resumeUrl`.
     pub public_url: Arc<str>,
+    /// The workflow's variables and secrets.
+    pub env: Arc<StepEnv>,
+}
+
+/// A workflow's `env` as one step sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepEnv {
+    /// Name and value, secrets opened: what `env` holds for the code.
+    pub vars: Vec<(String, String)>,
+    /// Secret values, redacted from the step's logs and errors.
+    pub secrets: Vec<String>,
+    /// Added by `fetch` to requests for the store's Admin API.
+    pub shopify: Option<ShopifyAccess>,
+}
+
+/// A configured Shopify store: `fetch` to `https://<store>/admin/...` gets
+/// the access token header; the code never holds the token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShopifyAccess {
+    /// `host` or `host:port`, lower case (from `SHOPIFY_STORE`).
+    pub store: String,
+    pub token: String,
+}
+
+/// The secret that holds a store's Admin API token.
+pub const SHOPIFY_TOKEN_VAR: &str = "SHOPIFY_ACCESS_TOKEN";
+/// The variable naming the store (`my-shop.myshopify.com`).
+pub const SHOPIFY_STORE_VAR: &str = "SHOPIFY_STORE";
+
+impl StepEnv {
+    /// Builds a step's env from the stored variables, opening secrets with
+    /// `open`. `SHOPIFY_ACCESS_TOKEN` is kept out of `vars` and used for
+    /// `fetch` to `SHOPIFY_STORE` instead.
+    pub fn build(
+        stored: impl IntoIterator<Item = (String, String, bool)>,
+        open: impl Fn(&str, &str) -> Result<String, String>,
+    ) -> Result<StepEnv, String> {
+        let mut env = StepEnv::default();
+        let mut token = None;
+        for (name, value, secret) in stored {
+            let value = if secret {
+                let plain = open(&name, &value)?;
+                env.secrets.push(plain.clone());
+                plain
+            } else {
+                value
+            };
+            if name == SHOPIFY_TOKEN_VAR {
+                token = Some(value);
+            } else {
+                env.vars.push((name, value));
+            }
+        }
+        let store = env
+            .vars
+            .iter()
+            .find(|(n, _)| n == SHOPIFY_STORE_VAR)
+            .map(|(_, v)| {
+                let v = v.trim().to_ascii_lowercase();
+                let v = v
+                    .strip_prefix("https://")
+                    .or(v.strip_prefix("http://"))
+                    .unwrap_or(&v);
+                v.trim_end_matches('/').to_string()
+            });
+        if let (Some(store), Some(token)) = (store, token) {
+            env.shopify = Some(ShopifyAccess { store, token });
+        }
+        Ok(env)
+    }
 }
 
 /// What a step asks of the engine while it runs. Calls block the calling

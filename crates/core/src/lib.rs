@@ -12,6 +12,7 @@ pub mod ids;
 pub mod json;
 pub mod lifecycle;
 pub mod limits;
+pub mod secrets;
 pub mod state;
 pub mod status;
 pub mod time;

@@ -26,6 +26,9 @@ pub struct EngineConfig {
     /// The server's base URL as the outside reaches it, for the
     /// `resumeUrl`s of `api.waitForEvent`.
     pub public_url: Arc<str>,
+    /// Opens the workflows' secrets; without it, a step of a workflow with
+    /// secrets fails with a message that says so.
+    pub secret_key: Option<flowstate_core::secrets::SecretKey>,
 }
 
 impl EngineConfig {
@@ -38,6 +41,7 @@ impl EngineConfig {
             poll_interval: Duration::from_secs(1),
             capture_final_state: false,
             public_url: Arc::from(flowstate_core::executor::DEFAULT_PUBLIC_URL),
+            secret_key: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! whenever nothing is running, so delays of days cost nothing.
 
 mod config;
+mod env;
 mod host;
 mod scheduler;
 mod stats;
@@ -82,6 +83,7 @@ pub(crate) struct Inner<S, E> {
     pub runs: Mutex<HashMap<RunId, Arc<RunContext>>>,
     /// Runs that finished while this engine ran, durable when listed.
     pub finished: watch::Sender<HashMap<RunId, FinishedRun>>,
+    pub env: env::EnvCache,
 }
 
 impl<S: Store, E: StepExecutor> Engine<S, E> {
@@ -105,8 +107,14 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
                 code: Mutex::default(),
                 runs: Mutex::default(),
                 finished: watch::Sender::new(HashMap::new()),
+                env: Default::default(),
             }),
         }
+    }
+
+    /// The operator's key for workflow secrets, if the server has one.
+    pub fn secret_key(&self) -> Option<&flowstate_core::secrets::SecretKey> {
+        self.inner.config.secret_key.as_ref()
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -293,6 +301,12 @@ impl<S: Store, E: StepExecutor> Engine<S, E> {
             self.inner.wake.notify_one();
         }
         Ok(resumed)
+    }
+
+    /// Forgets a workflow's cached env, after it was changed through this
+    /// engine's server (other nodes see the change within a second).
+    pub async fn env_changed(&self, workflow: &str) {
+        self.inner.env.forget(workflow).await;
     }
 
     /// Runs the scheduler until `until` holds.

@@ -143,6 +143,28 @@ async fn attempt_step<S: Store, E: StepExecutor>(
         });
     }
     let code = workflow_code(inner, &run).await?;
+    let step_env = match crate::env::step_env(inner, &run.workflow).await {
+        Ok(env) => env,
+        Err(message) => {
+            // Retried like any failure: the operator may fix the key meanwhile.
+            let error = StepError::new(ErrorKind::Internal, "SecretUnavailable", message);
+            let report = StepReport {
+                result: StepResult::Failed(error.clone()),
+                logs: Vec::new(),
+                returned: None,
+                checkpoints: Vec::new(),
+            };
+            let Recorded::Done(claimed) = record(inner, &step, report, "[]".into(), 0).await?
+            else {
+                unreachable!("a failure writes no checkpoint")
+            };
+            return Ok(Attempt {
+                claimed,
+                returned: None,
+                error: Some(error),
+            });
+        }
+    };
     let job = |replay: bool| StepJob {
         code: code.clone(),
         run: RunMeta {
@@ -178,6 +200,7 @@ async fn attempt_step<S: Store, E: StepExecutor>(
             replay,
         }),
         public_url: inner.config.public_url.clone(),
+        env: step_env.clone(),
     };
     // A checkpoint conflict refuses the commit and changes nothing: the step
     // runs again under the same lease on the new value, replaying the state
@@ -188,6 +211,9 @@ async fn attempt_step<S: Store, E: StepExecutor>(
         let mut report = inner.executor.execute(job(reruns > 0)).await;
         inner.stats.step_latency.observe(started.elapsed());
         let duration_ms = started.elapsed().as_millis() as u64;
+        if !step_env.secrets.is_empty() {
+            redact_report(&mut report, &step_env.secrets);
+        }
         if reruns > 0 {
             report.logs.push(LogLine {
                 at: inner.clock.now(),
@@ -231,6 +257,19 @@ async fn attempt_step<S: Store, E: StepExecutor>(
                 reruns += 1;
             }
         }
+    }
+}
+
+/// Keeps secret values out of the run history: the step's log lines and
+/// its error.
+fn redact_report(report: &mut StepReport, secrets: &[String]) {
+    use flowstate_core::secrets::redact;
+    for line in &mut report.logs {
+        line.message = redact(&line.message, secrets);
+    }
+    if let StepResult::Failed(e) = &mut report.result {
+        e.message = redact(&e.message, secrets);
+        e.stack = e.stack.as_deref().map(|s| redact(s, secrets));
     }
 }
 

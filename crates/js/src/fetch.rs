@@ -170,6 +170,38 @@ pub fn perform(
     Ok(out.to_string())
 }
 
+/// Adds the store's Admin API token to a request for
+/// `https://<store>/admin/...`, unless the code set one itself.
+pub fn add_shopify_token(
+    shop: &flowstate_core::executor::ShopifyAccess,
+    url: &str,
+    headers: &mut Vec<(String, String)>,
+) {
+    let Ok(u) = url::Url::parse(url) else { return };
+    let host = match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => return,
+    };
+    if host.eq_ignore_ascii_case(&shop.store)
+        && u.path().starts_with("/admin/")
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(SHOPIFY_TOKEN_HEADER))
+    {
+        headers.push((SHOPIFY_TOKEN_HEADER.into(), shop.token.clone()));
+    }
+}
+
+const SHOPIFY_TOKEN_HEADER: &str = "x-shopify-access-token";
+
+/// Headers that must not follow a redirect to another origin.
+fn is_credential(name: &str) -> bool {
+    name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("cookie")
+        || name.eq_ignore_ascii_case(SHOPIFY_TOKEN_HEADER)
+}
+
 /// A response whose headers have arrived, after any redirects.
 pub struct Opened {
     /// Where it came from, after redirects.
@@ -207,13 +239,19 @@ pub fn open(
         .build()
         .into();
     let (mut method, mut body) = (req.method.to_ascii_uppercase(), req.body);
+    let origin = url.origin();
     for hop in 0..=MAX_REDIRECTS {
         policy.check(&url)?;
         let mut builder = ureq::http::Request::builder()
             .method(method.as_str())
             .uri(url.as_str());
+        let same_origin = url.origin() == origin;
         for (k, v) in &req.headers {
-            builder = builder.header(k.as_str(), v.as_str());
+            // Credentials go only where the code sent them, not where a
+            // redirect points.
+            if same_origin || !is_credential(k) {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
         }
         let request = builder
             .body(body.clone().unwrap_or_default())

@@ -377,7 +377,17 @@ fn install_host<'js>(
 ) -> rquickjs::Result<()> {
     let obj = Object::new(ctx.clone())?;
 
+    let vars: serde_json::Map<String, serde_json::Value> = job
+        .env
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let vars = serde_json::Value::Object(vars).to_string();
+    obj.set("env", Function::new(ctx.clone(), move || vars.clone())?)?;
+
     let fetch_policy = policy.clone();
+    let shopify = job.env.shopify.clone();
     obj.set(
         "fetch",
         Function::new(
@@ -388,8 +398,11 @@ fn install_host<'js>(
                   headers: String,
                   text: Option<String>,
                   bytes: Option<Vec<u8>>| {
-                let headers: Vec<(String, String)> =
+                let mut headers: Vec<(String, String)> =
                     serde_json::from_str(&headers).unwrap_or_default();
+                if let Some(shop) = &shopify {
+                    fetch::add_shopify_token(shop, &url, &mut headers);
+                }
                 let body = text.map(String::into_bytes).or(bytes);
                 let remaining = wall_deadline.saturating_duration_since(Instant::now());
                 fetch::perform(

@@ -110,6 +110,7 @@ struct Fixture {
     code: Arc<WorkflowCode>,
     host: Arc<MemHost>,
     limits: Limits,
+    env: Arc<StepEnv>,
 }
 
 fn fixture(source: &str) -> Fixture {
@@ -140,6 +141,7 @@ fn fixture_full(source: &str, limits: Limits, policy: flowstate_js::FetchPolicy)
         }),
         host: Arc::default(),
         limits,
+        env: Arc::default(),
     }
 }
 
@@ -179,6 +181,7 @@ impl Fixture {
             },
             host: self.host.clone(),
             public_url: Arc::from("https://flows.example.com/"),
+            env: self.env.clone(),
         };
         self.sandbox.execute(job).await
     }
@@ -1016,4 +1019,28 @@ async fn csv_imports_parse_quotes_newlines_bom_and_tabs_into_chunks() {
     assert!(m.contains("chunkSize must be 1 to 10000"), "{m}");
     let m = fails("/orders.csv", r#"{"delimiter":"ab"}"#).await;
     assert!(m.contains("delimiter must be one character"), "{m}");
+}
+
+#[tokio::test]
+async fn env_is_a_frozen_object_of_the_workflows_variables() {
+    let mut f = fixture(
+        "export class Workflow {
+            async start() {
+                try { env.X = 'changed'; } catch (e) { console.log(e.name); }
+                return { x: env.X, missing: env.MISSING === undefined, keys: Object.keys(env) };
+            }
+        }",
+    );
+    f.env = Arc::new(StepEnv {
+        vars: vec![("X".into(), "1".into()), ("Y".into(), "two".into())],
+        ..StepEnv::default()
+    });
+    let r = f.run("start", "{}").await;
+    assert_eq!(r.logs[0].message, "TypeError", "env is read-only");
+    assert_eq!(
+        r.returned,
+        Some(Returned::Json(
+            r#"{"x":"1","missing":true,"keys":["X","Y"]}"#.into()
+        ))
+    );
 }

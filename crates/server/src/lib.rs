@@ -17,6 +17,7 @@ pub mod schedule_trigger;
 pub mod settings;
 pub mod signature;
 mod triggers;
+mod variables;
 pub mod view;
 mod workflows;
 
@@ -78,6 +79,11 @@ pub fn router<S: Store, E: StepExecutor>(engine: Engine<S, E>, config: ServerCon
                 .delete(workflows::remove::<S, E>),
         )
         .route("/api/workflows/{name}/runs", post(triggers::manual::<S, E>))
+        .route("/api/workflows/{name}/env", get(variables::list::<S, E>))
+        .route(
+            "/api/workflows/{name}/env/{var}",
+            put(variables::set::<S, E>).delete(variables::unset::<S, E>),
+        )
         .route(
             "/api/workflows/{name}/checkpoint",
             get(checkpoints::get::<S, E>)

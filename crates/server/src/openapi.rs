@@ -5,7 +5,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use crate::{
-    checkpoints, concurrency, error, resume, runs, schedule, settings, triggers, view, workflows,
+    checkpoints, concurrency, error, resume, runs, schedule, settings, triggers, variables, view,
+    workflows,
 };
 
 #[derive(OpenApi)]
@@ -20,6 +21,9 @@ use crate::{
         workflows::show,
         workflows::remove,
         checkpoints::get,
+        variables::list,
+        variables::set,
+        variables::unset,
         checkpoints::put,
         checkpoints::clear,
         triggers::manual,
@@ -32,6 +36,9 @@ use crate::{
     components(schemas(
         error::ErrorBody,
         checkpoints::CheckpointView,
+        variables::EnvList,
+        variables::EnvView,
+        variables::SetVar,
         workflows::WorkflowView,
         workflows::WorkflowList,
         workflows::DeployBody,

@@ -17,6 +17,12 @@ pub struct WorkflowSettings {
     /// Most runs started per period; the rest wait `queued`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<crate::concurrency::ThrottleSettings>,
+    /// Variables to set at deploy (kept with the workflow's env, not here).
+    #[serde(default, skip_serializing)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Secrets to set at deploy: sealed with the server's key, never shown.
+    #[serde(default, skip_serializing)]
+    pub secrets: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -92,6 +98,19 @@ impl WorkflowSettings {
             now,
             schedule,
         })
+    }
+
+    /// The deploy's `env` and `secrets`, checked and sealed for the store.
+    pub fn variables(
+        &self,
+        key: Option<&flowstate_core::secrets::SecretKey>,
+    ) -> Result<Vec<flowstate_store::EnvVar>, String> {
+        let plain = self.env.iter().map(|(k, v)| (k, v, false));
+        let sealed = self.secrets.iter().map(|(k, v)| (k, v, true));
+        plain
+            .chain(sealed)
+            .map(|(name, value, secret)| crate::variables::seal_var(key, name, value, secret))
+            .collect()
     }
 
     /// The gate a new run with this data (JSON text) passes, if any.

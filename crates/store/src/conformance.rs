@@ -1477,6 +1477,36 @@ pub async fn csv_chunks_are_kept_per_workflow_until_they_expire<S: Store>(s: S) 
     assert_eq!(op("wf", read(0), T0).await.unwrap(), None, "deleted");
 }
 
+pub async fn env_vars_are_set_listed_and_unset_per_workflow<S: Store>(s: S) {
+    let var = |name: &str, value: &str, secret| EnvVar {
+        name: name.into(),
+        value: value.into(),
+        secret,
+    };
+    s.set_env("wf".into(), var("B", "2", false), T0)
+        .await
+        .unwrap();
+    s.set_env("wf".into(), var("A", "v1:sealed", true), T0)
+        .await
+        .unwrap();
+    s.set_env("wf".into(), var("B", "3", false), T0)
+        .await
+        .unwrap();
+    s.set_env("other".into(), var("C", "x", false), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.env_vars("wf".into()).await.unwrap(),
+        vec![var("A", "v1:sealed", true), var("B", "3", false)]
+    );
+    assert!(s.unset_env("wf".into(), "A".into()).await.unwrap());
+    assert!(!s.unset_env("wf".into(), "A".into()).await.unwrap());
+    assert_eq!(
+        s.env_vars("wf".into()).await.unwrap(),
+        vec![var("B", "3", false)]
+    );
+}
+
 /// Generates one test per conformance case for a store built by `$make`,
 /// or, with `optional`, by `$make` returning `Option<store>` (a back end
 /// whose server may be absent outside CI).
@@ -1520,6 +1550,7 @@ macro_rules! conformance_tests {
             a_throttle_spreads_starts_over_its_period,
             a_wait_resumes_once_or_times_out,
             csv_chunks_are_kept_per_workflow_until_they_expire,
+            env_vars_are_set_listed_and_unset_per_workflow,
         );
     };
     (@cases [$make:expr] plain; $($case:ident),* $(,)?) => {

@@ -261,6 +261,15 @@ pub struct NewChild {
     pub wait: Option<WaitSpec>,
 }
 
+/// A workflow variable as stored: a secret's value is sealed (see
+/// `flowstate_core::secrets`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+}
+
 /// A `/resume/<token>` call.
 #[derive(Clone, Debug)]
 pub struct ResumeWait {
@@ -612,6 +621,22 @@ pub trait Store: Send + Sync + 'static {
         op: flowstate_core::executor::CsvOp,
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// A workflow's variables and (sealed) secrets, by name.
+    fn env_vars(&self, workflow: String) -> impl Future<Output = Result<Vec<EnvVar>>> + Send;
+    /// Sets a variable, replacing one of that name. Durable when it returns.
+    fn set_env(
+        &self,
+        workflow: String,
+        var: EnvVar,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Removes a variable; `false` if there was none. Durable when it returns.
+    fn unset_env(
+        &self,
+        workflow: String,
+        name: String,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Resumes the `api.waitForEvent` branch with this token, once. Durable
     /// when it returns.

@@ -70,6 +70,18 @@ async fn serve<S: Store>(
         None => format!("http://{addr}"),
     };
     config.public_url = Arc::from(public_url.as_str());
+    let key_text = match (&args.secret_key, &args.secret_key_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the secret key file {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    config.secret_key = key_text
+        .map(|k| flowstate_core::secrets::SecretKey::parse(&k))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--secret-key: {e}"))?;
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let engine = Engine::new(store.clone(), Arc::new(sandbox), clock, config);
     if let Some(dir) = &args.dir {
@@ -260,6 +272,9 @@ async fn deploy_file<S: Store>(
         Ok(v) => v,
         Err(e) => bail!("{} cannot be deployed: {e}", path.display()),
     };
+    let vars = settings
+        .variables(engine.secret_key())
+        .map_err(|m| anyhow::anyhow!("{}: invalid settings: {m}", settings_path.display()))?;
     let publish = settings
         .publish(
             &name,
@@ -270,6 +285,13 @@ async fn deploy_file<S: Store>(
         )
         .map_err(|m| anyhow::anyhow!("{}: invalid settings: {m}", settings_path.display()))?;
     engine.store().publish(publish).await?;
+    for var in vars {
+        engine
+            .store()
+            .set_env(name.clone(), var, engine.clock().now())
+            .await?;
+    }
+    engine.env_changed(&name).await;
     eprintln!("deployed {name} ({}) from {}", version.id, path.display());
     Ok(())
 }

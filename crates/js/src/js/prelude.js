@@ -309,6 +309,17 @@ for (const name of ['Headers', 'Response', 'URL', 'URLSearchParams', 'TextEncode
   });
 }
 
+// env: the workflow's variables and secrets, read from the host on first use.
+Object.defineProperty(globalThis, 'env', {
+  configurable: true,
+  enumerable: false,
+  get() {
+    const value = Object.freeze(JSON.parse(host.env()));
+    Object.defineProperty(globalThis, 'env', { value, configurable: true, enumerable: false });
+    return value;
+  },
+});
+
 // fetch: the host performs the request (see fetch.rs: timeouts, size cap,
 // deny-list); a failure rejects with a TypeError that says why.
 globalThis.fetch = async function fetch(input, init = {}) {

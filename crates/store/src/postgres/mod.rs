@@ -10,6 +10,7 @@
 
 mod checkpoints;
 mod csv;
+mod env;
 mod gate;
 mod ops;
 mod schema;
@@ -547,6 +548,33 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<Option<String>>> + Send {
         let pool = self.pool.clone();
         async move { in_tx!(pool, |tx| csv::apply(&tx, &workflow, &op, now).await?) }
+    }
+
+    fn env_vars(
+        &self,
+        workflow: String,
+    ) -> impl Future<Output = Result<Vec<crate::EnvVar>>> + Send {
+        let pool = self.pool.clone();
+        async move { in_tx!(pool, |tx| env::list(&tx, &workflow).await?) }
+    }
+
+    fn set_env(
+        &self,
+        workflow: String,
+        var: crate::EnvVar,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let pool = self.pool.clone();
+        async move { in_tx!(pool, |tx| env::set(&tx, &workflow, &var, now).await?) }
+    }
+
+    fn unset_env(
+        &self,
+        workflow: String,
+        name: String,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let pool = self.pool.clone();
+        async move { in_tx!(pool, |tx| env::unset(&tx, &workflow, &name).await?) }
     }
 
     fn resume_wait(

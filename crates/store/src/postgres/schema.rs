@@ -163,6 +163,15 @@ const MIGRATIONS: &[&str] = &[
         rows TEXT NOT NULL,
         PRIMARY KEY (key, idx)
     );",
+    // 7: workflow variables and sealed secrets.
+    "CREATE TABLE workflow_env (
+        workflow TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        secret BOOLEAN NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (workflow, name)
+    );",
 ];
 
 /// An arbitrary constant naming flowstate's migration lock.

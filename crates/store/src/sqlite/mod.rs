@@ -23,6 +23,7 @@
 mod admin;
 mod checkpoints;
 mod csv;
+mod env;
 mod gate;
 mod schema;
 mod sql;
@@ -565,6 +566,30 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<String>>> + Send {
         self.call(false, move |w| w.csv_op(&workflow, &op, now))
+    }
+
+    fn env_vars(
+        &self,
+        workflow: String,
+    ) -> impl Future<Output = Result<Vec<crate::EnvVar>>> + Send {
+        self.call(false, move |w| w.env_vars(&workflow))
+    }
+
+    fn set_env(
+        &self,
+        workflow: String,
+        var: crate::EnvVar,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.call(true, move |w| w.set_env(&workflow, &var, now))
+    }
+
+    fn unset_env(
+        &self,
+        workflow: String,
+        name: String,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        self.call(true, move |w| w.unset_env(&workflow, &name))
     }
 
     fn resume_wait(

@@ -174,6 +174,15 @@ const MIGRATIONS: &[&str] = &[
         rows TEXT NOT NULL,
         PRIMARY KEY (key, idx)
     ) WITHOUT ROWID;",
+    // 10: workflow variables and sealed secrets.
+    "CREATE TABLE workflow_env (
+        workflow TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        secret INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow, name)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {
