@@ -119,3 +119,46 @@ fn invalid_schedules_are_refused_at_publish() {
         .unwrap_err();
     assert!(err.contains("minimum interval of 10m"), "{err}");
 }
+
+/// The compatibility suite's scheduled counter (`crates/cli/tests/compat/
+/// scheduled.js`): every hour, counted by the trigger and by `$checkpoint`.
+#[tokio::test]
+async fn compat_a_scheduled_workflow_counts_its_runs() {
+    let t0 = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
+    let clock = Arc::new(VirtualClock::new(t0));
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let mut config = EngineConfig::new(Limits::default(), 1);
+    config.capture_final_state = true;
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let engine = Engine::new(store.clone(), Arc::new(Sandbox::new(1)), dyn_clock, config);
+    let source = include_str!("../../cli/tests/compat/scheduled.js");
+    let version = engine.deploy("hourly", source).await.unwrap();
+    let settings = WorkflowSettings {
+        schedule: Some(ScheduleSettings {
+            every: Some("1 hour".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let publish = settings
+        .publish(
+            "hourly",
+            version.id,
+            "tok".into(),
+            t0,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    store.publish(publish).await.unwrap();
+    for hour in 1..=3 {
+        clock.advance_to(Timestamp(t0.0 + hour * 60 * MIN));
+        assert_eq!(fire_due(&engine).await.unwrap(), 1);
+        let run = newest(&engine).await[0];
+        assert_eq!(
+            seen(&engine, run).await,
+            json!({ "counter": hour, "next": 60 * MIN, "total": hour })
+        );
+    }
+    let cp = store.checkpoint("hourly".into(), "".into()).await.unwrap();
+    assert_eq!(cp.value.as_deref(), Some("3"));
+}
