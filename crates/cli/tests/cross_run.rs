@@ -246,3 +246,70 @@ fn checkpoints_are_read_set_and_cleared_by_cli_and_api() {
     );
     server.kill();
 }
+
+/// Cross-run state survives SIGKILL: 300 accepted runs each add 1 to
+/// `$checkpoint`, to a step's `this.$checkpoint` and to a `workflowStore`
+/// counter while the server is killed three times at random moments; after
+/// the restarts every counter is exactly 300.
+#[test]
+fn cross_run_counters_are_exact_across_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let args = ["--min-delay", "0"];
+    let server = Server::start(&db, &args);
+    let src = "class Workflow {
+        async start(data, headers, api) {
+            $checkpoint = ($checkpoint ?? 0) + 1;
+            await api.workflowStore.increment('runs');
+            await api.scheduleNextStep({ delay: 0, action: 'tally', payload: {} });
+        }
+        async tally() {
+            this.$checkpoint = (this.$checkpoint ?? 0) + 1;
+        }
+    }";
+    deploy(&server, "kill", src);
+    burst(&server, "kill", 300);
+    let mut server = server;
+    for round in 0..3 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+        std::thread::sleep(Duration::from_millis(20 + nanos % 150));
+        server.kill();
+        server = Server::start(&db, &args);
+        eprintln!("restart {round}");
+    }
+    completed(&server, "kill", 300);
+    let (_, cp) = must(
+        "GET",
+        &server.url("/api/workflows/kill/checkpoint"),
+        &[],
+        None,
+    );
+    assert_eq!(cp["value"], json!(300), "{cp}");
+    let (_, step) = must(
+        "GET",
+        &server.url("/api/workflows/kill/checkpoint?step=tally"),
+        &[],
+        None,
+    );
+    assert_eq!(step["value"], json!(300), "{step}");
+    // The counter, read through a run of its own.
+    let reader = "class Workflow { async start(d, h, api) { return { n: await api.workflowStore.get('runs') }; } }";
+    let (status, body) = must(
+        "PUT",
+        &server.url("/api/workflows/kill"),
+        &[],
+        Some(reader.as_bytes()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, answer) = must(
+        "GET",
+        &server.url(body["http_url"].as_str().unwrap()),
+        &[],
+        None,
+    );
+    assert_eq!(answer, json!({ "n": 300 }));
+    server.kill();
+}
