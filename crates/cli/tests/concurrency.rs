@@ -192,3 +192,58 @@ fn a_throttle_delays_starts_past_its_limit() {
     assert_eq!(status, 404, "a refused deploy records nothing");
     server.kill();
 }
+
+/// A run waiting for an event still holds its slot; an HTTP trigger whose
+/// run has to queue says so at once, and the run starts when the slot frees.
+#[test]
+fn an_http_trigger_behind_a_busy_slot_answers_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db"), &["--min-delay", "0"]);
+    let src = "class Workflow {
+        async start(data, headers, api) {
+            if (data.wait) {
+                const { resumeUrl } = await api.waitForEvent({ action: 'done', timeout: '1h' });
+                return { resumeUrl };
+            }
+            return { ran: true };
+        }
+        async done() {}
+    }";
+    let (status, body) = must(
+        "PUT",
+        &server.url("/api/workflows/slot?concurrency=1"),
+        &[],
+        Some(src.as_bytes()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let http = server.url(body["http_url"].as_str().unwrap());
+    let (status, first) = must(
+        "POST",
+        &http,
+        &[("content-type", "application/json")],
+        Some(b"{\"wait\":true}"),
+    );
+    assert_eq!(status, 200, "{first}");
+    let (status, queued) = must(
+        "POST",
+        &http,
+        &[("content-type", "application/json")],
+        Some(b"{}"),
+    );
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(queued["status"], "queued");
+    let run = queued["run"].as_str().unwrap().to_string();
+    let (_, doc) = must("GET", &server.url(&format!("/api/runs/{run}")), &[], None);
+    assert_eq!(doc["summary"]["status"], "queued");
+    assert_eq!(doc["steps"][0]["status"], "queued");
+    let (status, _) = must(
+        "POST",
+        first["resumeUrl"].as_str().unwrap(),
+        &[],
+        Some(b"{}"),
+    );
+    assert_eq!(status, 200);
+    let doc = wait_for_run(&server, &run, &[]);
+    assert_eq!(doc["summary"]["status"], "completed", "{doc}");
+    server.kill();
+}

@@ -60,10 +60,10 @@ pub struct StepView {
     /// e.g. `step_40`
     pub id: String,
     pub action: String,
-    /// action, complete_hook or error_hook
+    /// action, complete_hook, error_hook or wait_timeout
     #[schema(value_type = String)]
     pub kind: StepKind,
-    /// pending, running, done, failed, ended or cancelled
+    /// queued, pending, waiting, running, done, failed, ended, timed_out or cancelled
     #[schema(value_type = String)]
     pub status: StepStatus,
     /// Attempts so far (1 unless retried).
