@@ -29,6 +29,8 @@ use crate::schedule::{self, ScheduleContext};
 
 pub const PRELUDE_NAME: &str = "flowstate:prelude";
 pub const PRELUDE_SOURCE: &str = include_str!("js/prelude.js");
+const WEB_NAME: &str = "flowstate:web";
+const WEB_SOURCE: &str = include_str!("js/web.js");
 
 /// QuickJS's own stack guard; worker threads get a larger native stack.
 pub const JS_STACK_BYTES: usize = 4 * 1024 * 1024;
@@ -61,21 +63,29 @@ type StepIntrinsics = (
 
 fn prelude_bytecode() -> &'static [u8] {
     static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTECODE.get_or_init(|| {
-        let rt = Runtime::new().expect("a QuickJS runtime can be created");
-        let ctx = Context::full(&rt).expect("a QuickJS context can be created");
-        ctx.with(|ctx| {
-            // No source text or line tables: smaller bytecode, read on every
-            // step, and the prelude's frames are cut from stacks anyway.
-            let options = WriteOptions {
-                strip_source: true,
-                strip_debug: true,
-                ..WriteOptions::default()
-            };
-            Module::declare(ctx, PRELUDE_NAME, PRELUDE_SOURCE)
-                .and_then(|m| m.write(options))
-                .expect("the prelude compiles")
-        })
+    BYTECODE.get_or_init(|| stripped_bytecode(PRELUDE_NAME, PRELUDE_SOURCE))
+}
+
+/// The web classes and fetch (`js/web.js`), loaded by a step on first use.
+fn web_bytecode() -> &'static [u8] {
+    static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTECODE.get_or_init(|| stripped_bytecode(WEB_NAME, WEB_SOURCE))
+}
+
+fn stripped_bytecode(name: &str, source: &str) -> Vec<u8> {
+    let rt = Runtime::new().expect("a QuickJS runtime can be created");
+    let ctx = Context::full(&rt).expect("a QuickJS context can be created");
+    ctx.with(|ctx| {
+        // No source text or line tables: smaller bytecode, read on every
+        // step, and flowstate's frames are cut from stacks anyway.
+        let options = WriteOptions {
+            strip_source: true,
+            strip_debug: true,
+            ..WriteOptions::default()
+        };
+        Module::declare(ctx, name, source)
+            .and_then(|m| m.write(options))
+            .expect("flowstate's own modules compile")
     })
 }
 
@@ -376,6 +386,17 @@ fn install_host<'js>(
     wall_deadline: Instant,
 ) -> rquickjs::Result<()> {
     let obj = Object::new(ctx.clone())?;
+
+    obj.set(
+        "loadWeb",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            // SAFETY: bytecode produced in this process by this QuickJS build.
+            let module = unsafe { Module::load(ctx.clone(), web_bytecode()) }?;
+            let (module, done) = module.eval()?;
+            done.finish::<()>()?;
+            module.get::<_, Function<'js>>("build")
+        })?,
+    )?;
 
     let vars: serde_json::Map<String, serde_json::Value> = job
         .env
