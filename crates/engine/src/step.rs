@@ -95,24 +95,7 @@ async fn attempt_step<S: Store, E: StepExecutor>(
                 "the step's worker was lost (process crash or node death) and it has used all {max_attempts} attempts"
             ),
         );
-        let error_copy = error.clone();
-        let Recorded::Done(claimed) = commit(
-            inner,
-            &step,
-            CommitKind::FailedForGood { error },
-            "[]".into(),
-            0,
-            Vec::new(),
-        )
-        .await?
-        else {
-            unreachable!("a failure writes no checkpoint")
-        };
-        return Ok(Attempt {
-            claimed,
-            returned: None,
-            error: Some(error_copy),
-        });
+        return without_js(inner, &step, CommitKind::FailedForGood { error }).await;
     }
     if step.kind == StepKind::WaitTimeout {
         // The event never came: the branch ends here, recorded, without JS.
@@ -124,23 +107,7 @@ async fn attempt_step<S: Store, E: StepExecutor>(
                 step.action
             ),
         );
-        let Recorded::Done(claimed) = commit(
-            inner,
-            &step,
-            CommitKind::TimedOut { error },
-            "[]".into(),
-            0,
-            Vec::new(),
-        )
-        .await?
-        else {
-            unreachable!("a timeout writes no checkpoint")
-        };
-        return Ok(Attempt {
-            claimed,
-            returned: None,
-            error: None,
-        });
+        return without_js(inner, &step, CommitKind::TimedOut { error }).await;
     }
     let code = workflow_code(inner, &run).await?;
     let step_env = match crate::env::step_env(inner, &run.workflow).await {
@@ -154,10 +121,7 @@ async fn attempt_step<S: Store, E: StepExecutor>(
                 returned: None,
                 checkpoints: Vec::new(),
             };
-            let Recorded::Done(claimed) = record(inner, &step, report, "[]".into(), 0).await?
-            else {
-                unreachable!("a failure writes no checkpoint")
-            };
+            let claimed = done(record(inner, &step, report, "[]".into(), 0).await?);
             return Ok(Attempt {
                 claimed,
                 returned: None,
@@ -270,6 +234,33 @@ fn redact_report(report: &mut StepReport, secrets: &[String]) {
     if let StepResult::Failed(e) = &mut report.result {
         e.message = redact(&e.message, secrets);
         e.stack = e.stack.as_deref().map(|s| redact(s, secrets));
+    }
+}
+
+/// Records an outcome decided without running the step's code (a lost
+/// worker's last attempt, a wait's timeout).
+async fn without_js<S: Store, E: StepExecutor>(
+    inner: &Arc<Inner<S, E>>,
+    step: &ClaimedStep,
+    kind: CommitKind,
+) -> Result<Attempt> {
+    let error = match &kind {
+        CommitKind::FailedForGood { error } => Some(error.clone()),
+        _ => None,
+    };
+    let claimed = done(commit(inner, step, kind, "[]".into(), 0, Vec::new()).await?);
+    Ok(Attempt {
+        claimed,
+        returned: None,
+        error,
+    })
+}
+
+/// The claims of an outcome that wrote no checkpoint, so cannot conflict.
+fn done(recorded: Recorded) -> Vec<ClaimedStep> {
+    match recorded {
+        Recorded::Done(claimed) => claimed,
+        Recorded::CheckpointConflict(_) => unreachable!("no checkpoint was written"),
     }
 }
 

@@ -34,15 +34,28 @@ async fn newest(engine: &Engine<SqliteStore, Sandbox>) -> Vec<RunId> {
     runs.iter().map(|r| r.id).collect()
 }
 
-#[tokio::test]
-async fn a_schedule_fires_on_time_and_missed_fires_become_one() {
-    let t0 = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
+type VirtualSetup = (
+    Timestamp,
+    Arc<VirtualClock>,
+    Arc<SqliteStore>,
+    Engine<SqliteStore, Sandbox>,
+);
+
+/// An engine on a virtual clock at 2026-01-01T00:00:00Z, keeping final state.
+fn on_virtual_clock() -> VirtualSetup {
+    let t0 = Timestamp(1_767_225_600_000);
     let clock = Arc::new(VirtualClock::new(t0));
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let mut config = EngineConfig::new(Limits::default(), 1);
     config.capture_final_state = true;
     let dyn_clock: Arc<dyn Clock> = clock.clone();
     let engine = Engine::new(store.clone(), Arc::new(Sandbox::new(1)), dyn_clock, config);
+    (t0, clock, store, engine)
+}
+
+#[tokio::test]
+async fn a_schedule_fires_on_time_and_missed_fires_become_one() {
+    let (t0, clock, store, engine) = on_virtual_clock();
 
     let source = "class Workflow { async start(data, headers, api) { await api.runStore.set('seen', { data, trigger: headers['x-flowstate-trigger'] }); } }";
     let version = engine.deploy("report", source).await.unwrap();
@@ -124,13 +137,7 @@ fn invalid_schedules_are_refused_at_publish() {
 /// scheduled.js`): every hour, counted by the trigger and by `$checkpoint`.
 #[tokio::test]
 async fn compat_a_scheduled_workflow_counts_its_runs() {
-    let t0 = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
-    let clock = Arc::new(VirtualClock::new(t0));
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let mut config = EngineConfig::new(Limits::default(), 1);
-    config.capture_final_state = true;
-    let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let engine = Engine::new(store.clone(), Arc::new(Sandbox::new(1)), dyn_clock, config);
+    let (t0, clock, store, engine) = on_virtual_clock();
     let source = include_str!("../../cli/tests/compat/scheduled.js");
     let version = engine.deploy("hourly", source).await.unwrap();
     let settings = WorkflowSettings {

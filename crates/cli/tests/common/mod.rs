@@ -177,6 +177,26 @@ pub fn cli(server: &Server, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Reads a request's path and headers (names in lower case); the body, if
+/// any, is left unread.
+fn read_request(stream: &std::net::TcpStream) -> Option<(String, serde_json::Map<String, Value>)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut headers = serde_json::Map::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().into());
+        }
+    }
+    Some((path, headers))
+}
+
 /// A loopback file server for workflows to fetch from: `routes` maps a
 /// path to (status line, content type, body); anything else is a 404.
 pub fn file_server(routes: Vec<(&'static str, &'static str, &'static str, Vec<u8>)>) -> String {
@@ -189,18 +209,9 @@ pub fn file_server(routes: Vec<(&'static str, &'static str, &'static str, Vec<u8
             let Ok(mut stream) = stream else { continue };
             let routes = routes.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Some((path, _)) = read_request(&stream) else {
                     return;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                }
+                };
                 let found = routes.iter().find(|r| r.0 == path);
                 let (status, ctype, body): (&str, &str, &[u8]) = match found {
                     Some((_, status, ctype, body)) => (status, ctype, body),
@@ -228,22 +239,9 @@ pub fn echo_server() -> String {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Some((path, headers)) = read_request(&stream) else {
                     return;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let mut headers = serde_json::Map::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim_end().split_once(':') {
-                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().into());
-                    }
-                }
+                };
                 let body = serde_json::json!({ "path": path, "headers": headers }).to_string();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
