@@ -97,6 +97,7 @@ impl WorkflowSettings {
             http_token,
             now,
             schedule,
+            env: Vec::new(),
         })
     }
 

@@ -200,16 +200,18 @@ pub async fn deploy<S: Store, E: StepExecutor>(
                 format!("invalid settings: {m}"),
             )
         })?;
-    let vars = settings.variables(app.engine.secret_key()).map_err(|m| {
+    // The deploy's variables go in with the publish, in one transaction.
+    let env = settings.variables(app.engine.secret_key()).map_err(|m| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("invalid settings: {m}"),
         )
     })?;
-    let record = app.engine.store().publish(publish).await?;
-    for var in vars {
-        app.engine.store().set_env(name.clone(), var, now).await?;
-    }
+    let record = app
+        .engine
+        .store()
+        .publish(flowstate_store::Publish { env, ..publish })
+        .await?;
     app.engine.env_changed(&name).await;
     let status = if existed {
         StatusCode::OK

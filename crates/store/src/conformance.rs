@@ -751,12 +751,19 @@ pub async fn workflows_are_published_listed_and_removed<S: Store>(s: S) {
         http_token: token.into(),
         now,
         schedule: None,
+        env: vec![EnvVar {
+            name: "REGION".into(),
+            value: "eu".into(),
+            secret: false,
+        }],
     };
     let w = s
         .publish(publish(v.id, r#"{"x":1}"#, "tok1", T0))
         .await
         .unwrap();
     assert_eq!(w.http_token, "tok1");
+    let env = s.env_vars("orders".into()).await.unwrap();
+    assert_eq!(env.len(), 1, "the deploy's variables come with it");
     assert_eq!(
         (w.name.as_str(), w.version, w.settings.as_str()),
         ("orders", v.id, r#"{"x":1}"#)
@@ -976,6 +983,7 @@ pub async fn a_schedule_fires_once_per_due_time_and_keeps_its_progress<S: Store>
             spec: spec.into(),
             first_fire_at: first,
         }),
+        env: Vec::new(),
     };
     let first = Timestamp(T0.0 + 1000);
     s.publish(publish("every-1s", Some(first))).await.unwrap();

@@ -148,6 +148,9 @@ pub struct Publish {
     pub now: Timestamp,
     /// The workflow's schedule trigger, or none (removing any it had).
     pub schedule: Option<ScheduleSpec>,
+    /// Variables to set with it (secrets already sealed), in the same
+    /// transaction; others the workflow has are kept.
+    pub env: Vec<EnvVar>,
 }
 
 /// A schedule as the store keeps it: its spec (JSON text, opaque here) and

@@ -55,6 +55,7 @@ pub async fn run(args: &BenchArgs, db: &Path, workers: usize) -> anyhow::Result<
             http_token: flowstate_server::new_token()?,
             now: engine.clock().now(),
             schedule: None,
+            env: Vec::new(),
         })
         .await?;
 

@@ -284,13 +284,13 @@ async fn deploy_file<S: Store>(
             min_schedule_interval,
         )
         .map_err(|m| anyhow::anyhow!("{}: invalid settings: {m}", settings_path.display()))?;
-    engine.store().publish(publish).await?;
-    for var in vars {
-        engine
-            .store()
-            .set_env(name.clone(), var, engine.clock().now())
-            .await?;
-    }
+    engine
+        .store()
+        .publish(flowstate_store::Publish {
+            env: vars,
+            ..publish
+        })
+        .await?;
     engine.env_changed(&name).await;
     eprintln!("deployed {name} ({}) from {}", version.id, path.display());
     Ok(())

@@ -483,6 +483,9 @@ pub(super) async fn publish(tx: &Transaction<'_>, p: &Publish) -> Result<Workflo
                 .map_err(pg_err)?;
         }
     }
+    for var in &p.env {
+        super::env::set(tx, &p.name, var, p.now).await?;
+    }
     let row = tx
         .query_one(sql::SELECT_WORKFLOW, &[&p.name])
         .await

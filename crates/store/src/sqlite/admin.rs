@@ -61,6 +61,9 @@ impl Writer {
                     .map_err(db_err)?;
             }
         }
+        for var in &p.env {
+            self.set_env(&p.name, var, p.now)?;
+        }
         self.workflow(&p.name)?
             .ok_or_else(|| crate::StoreError::Database("a published workflow vanished".into()))
     }
