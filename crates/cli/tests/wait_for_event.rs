@@ -177,3 +177,54 @@ fn resume_links_use_the_public_url() {
     );
     server.kill();
 }
+
+/// A wait survives SIGKILL, and so does an acknowledged resume: the branch
+/// goes on after the restart, once.
+#[test]
+fn waits_and_resumes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let server = Server::start(&db, &[]);
+    let (_, body) = must(
+        "PUT",
+        &server.url("/api/workflows/approve"),
+        &[],
+        Some(APPROVAL.as_bytes()),
+    );
+    let token_path = body["http_url"].as_str().unwrap().to_string();
+    let (first, first_url) = start(&server, &server.url(&token_path), json!({ "order": 1 }));
+    let (second, second_url) = start(&server, &server.url(&token_path), json!({ "order": 2 }));
+    // The first is resumed and acknowledged; the server dies at once.
+    let (code, _) = must(
+        "POST",
+        &first_url,
+        &[("content-type", "application/json")],
+        Some(b"{\"ok\":1}"),
+    );
+    assert_eq!(code, 200);
+    server.kill();
+
+    let server = Server::start(&db, &[]);
+    let doc = wait_for_run(&server, &first, &[]);
+    assert_eq!(doc["summary"]["status"], "completed", "{doc}");
+    let decided: Vec<&Value> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "decide")
+        .collect();
+    assert_eq!(decided.len(), 1, "one branch, resumed once");
+    assert!(
+        doc.to_string()
+            .contains(r#"decision {\"order\":1,\"ok\":1}"#),
+        "{doc}"
+    );
+    // The second still waits, and its link (on the old address) still works.
+    assert_eq!(status(&server, &second), "waiting");
+    let path = &second_url[second_url.find("/resume/").unwrap()..];
+    let (code, _) = must("GET", &server.url(&format!("{path}?ok=2")), &[], None);
+    assert_eq!(code, 200);
+    let doc = wait_for_run(&server, &second, &[]);
+    assert!(doc.to_string().contains(r#"\"ok\":\"2\""#), "{doc}");
+    server.kill();
+}
