@@ -221,6 +221,24 @@ fn the_api_needs_its_token_and_runs_can_be_cancelled() {
         doc["paths"]["/api/runs/{id}/cancel"]["post"].is_object(),
         "{doc}"
     );
+    for path in [
+        "/api/workflows/{name}/checkpoint",
+        "/api/workflows/{name}/env",
+        "/api/workflows/{name}/env/{var}",
+        "/resume/{token}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    // The new management routes are behind the token like the rest.
+    for (method, path) in [
+        ("GET", "/api/workflows/slow/env"),
+        ("PUT", "/api/workflows/slow/env/A"),
+        ("GET", "/api/workflows/slow/checkpoint"),
+        ("DELETE", "/api/workflows/slow/checkpoint"),
+    ] {
+        let (status, _) = must(method, &server.url(path), &[], Some(b"{}"));
+        assert_eq!(status, 401, "{method} {path}");
+    }
     let (status, _) = must("DELETE", &server.url("/api/workflows/slow"), &auth, None);
     assert_eq!(status, 204);
     let (status, _) = must("DELETE", &server.url("/api/workflows/slow"), &auth, None);
