@@ -247,3 +247,33 @@ fn an_http_trigger_behind_a_busy_slot_answers_queued() {
     assert_eq!(doc["summary"]["status"], "completed", "{doc}");
     server.kill();
 }
+
+/// Two nodes on one PostgreSQL database admit runs of a `concurrency: 1`
+/// workflow one at a time between them.
+#[test]
+fn two_nodes_on_postgres_keep_one_run_active() {
+    let Some(url) = fresh_postgres() else { return };
+    let args = ["--database-url", url.as_str(), "--min-delay", "0"];
+    let a = Server::spawn(&args);
+    let b = Server::spawn(&args);
+    deploy(&a, "serial", "?concurrency=1");
+    let runs: Vec<String> = (0..16)
+        .map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            send(node, "serial", &json!({ "i": i }))
+        })
+        .collect();
+    let mut spans = intervals(&a, &runs);
+    for (i, x) in spans.iter().enumerate() {
+        for y in &spans[i + 1..] {
+            assert!(
+                !overlapping(x, y),
+                "two runs were active at once: {x:?} {y:?}"
+            );
+        }
+    }
+    spans.sort();
+    assert_eq!(spans.len(), 16);
+    a.kill();
+    b.kill();
+}

@@ -666,37 +666,6 @@ fn dev_mode_redeploys_changed_files_and_keeps_the_last_good_version() {
 
 /// A fresh database on the test cluster (scripts/test starts one), or
 /// `None` outside CI when there is none.
-fn fresh_postgres() -> Option<String> {
-    let Ok(admin) = std::env::var("FLOWSTATE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "FLOWSTATE_TEST_DATABASE_URL is not set: run scripts/test"
-        );
-        eprintln!("skipped: no PostgreSQL (run scripts/test to include this test)");
-        return None;
-    };
-    let name = format!(
-        "flowstate_e2e_{}_{}",
-        std::process::id(),
-        jitter_ms(1_000_000)
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-    });
-    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
-}
-
 fn committed_steps(server: &Server) -> u64 {
     get_text(&server.url("/metrics"))
         .lines()

@@ -254,3 +254,39 @@ pub fn echo_server() -> String {
     });
     format!("http://{addr}")
 }
+
+/// A new, empty database on the test cluster (`scripts/test` starts it), or
+/// `None` outside CI when there is none.
+pub fn fresh_postgres() -> Option<String> {
+    let Ok(admin) = std::env::var("FLOWSTATE_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FLOWSTATE_TEST_DATABASE_URL is not set: run scripts/test"
+        );
+        eprintln!("skipped: no PostgreSQL (run scripts/test to include this test)");
+        return None;
+    };
+    let name = format!(
+        "flowstate_e2e_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    });
+    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
+}
