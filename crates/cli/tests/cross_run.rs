@@ -313,3 +313,42 @@ fn cross_run_counters_are_exact_across_sigkills() {
     assert_eq!(answer, json!({ "n": 300 }));
     server.kill();
 }
+
+/// The checkpoint race again, across two nodes on one PostgreSQL database:
+/// their compare-and-set writes meet in the database.
+#[test]
+fn two_nodes_on_postgres_lose_no_checkpoint_update() {
+    let Some(url) = fresh_postgres() else { return };
+    let args = ["--database-url", url.as_str(), "--min-delay", "0"];
+    let a = Server::spawn(&args);
+    let b = Server::spawn(&args);
+    let src = "class Workflow {
+        async start(data, headers, api) {
+            $checkpoint = ($checkpoint || 0) + 1;
+            await api.workflowStore.increment('n');
+        }
+    }";
+    deploy(&a, "cp", src);
+    let senders = [&a, &b].map(|node| {
+        let base = node.base.clone();
+        std::thread::spawn(move || {
+            for i in 0..100 {
+                let (status, _) = must(
+                    "POST",
+                    &format!("{base}/hooks/cp"),
+                    &[("content-type", "application/json")],
+                    Some(format!(r#"{{"i":{i}}}"#).as_bytes()),
+                );
+                assert_eq!(status, 202);
+            }
+        })
+    });
+    for s in senders {
+        s.join().unwrap();
+    }
+    completed(&a, "cp", 200);
+    let (_, cp) = must("GET", &b.url("/api/workflows/cp/checkpoint"), &[], None);
+    assert_eq!(cp["value"], json!(200), "{cp}");
+    a.kill();
+    b.kill();
+}
