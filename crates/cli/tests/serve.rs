@@ -664,8 +664,6 @@ fn dev_mode_redeploys_changed_files_and_keeps_the_last_good_version() {
     server.kill();
 }
 
-/// A fresh database on the test cluster (scripts/test starts one), or
-/// `None` outside CI when there is none.
 fn committed_steps(server: &Server) -> u64 {
     get_text(&server.url("/metrics"))
         .lines()

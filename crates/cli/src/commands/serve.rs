@@ -84,6 +84,9 @@ async fn serve<S: Store>(
         .map_err(|e| anyhow::anyhow!("--secret-key: {e}"))?;
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let engine = Engine::new(store.clone(), Arc::new(sandbox), clock, config);
+    // Stamped before the first deploy, so that `--dev` sees any edit made
+    // from here on, even before its watcher task first runs.
+    let stamps = args.dir.as_deref().map(dir_stamps).unwrap_or_default();
     if let Some(dir) = &args.dir {
         deploy_dir(&engine, dir, args.min_schedule_interval).await?;
     }
@@ -124,6 +127,7 @@ async fn serve<S: Store>(
             engine.clone(),
             dir.clone(),
             args.min_schedule_interval,
+            stamps,
         ))),
         _ => None,
     };
@@ -296,6 +300,25 @@ async fn deploy_file<S: Store>(
     Ok(())
 }
 
+/// Modification times of each workflow file and its settings file.
+type Stamps = HashMap<PathBuf, (Option<SystemTime>, Option<SystemTime>)>;
+
+fn file_stamps(js: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (stamp(js), stamp(&settings_path(js)))
+}
+
+fn dir_stamps(dir: &Path) -> Stamps {
+    workflow_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            let stamps = file_stamps(&f);
+            (f, stamps)
+        })
+        .collect()
+}
+
 /// How often `--dev` looks at the workflow directory.
 const DEV_POLL: Duration = Duration::from_millis(500);
 
@@ -305,22 +328,15 @@ async fn watch_dir<S: Store>(
     engine: Engine<S, Sandbox>,
     dir: PathBuf,
     min_schedule_interval: Duration,
+    mut seen: Stamps,
 ) {
-    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen: HashMap<PathBuf, (Option<SystemTime>, Option<SystemTime>)> = HashMap::new();
-    if let Ok(files) = workflow_files(&dir) {
-        for f in files {
-            let key = (stamp(&f), stamp(&settings_path(&f)));
-            seen.insert(f, key);
-        }
-    }
     loop {
         tokio::time::sleep(DEV_POLL).await;
         let Ok(files) = workflow_files(&dir) else {
             continue;
         };
         for f in files {
-            let now = (stamp(&f), stamp(&settings_path(&f)));
+            let now = file_stamps(&f);
             if seen.get(&f) == Some(&now) {
                 continue;
             }
