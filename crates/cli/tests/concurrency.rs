@@ -70,15 +70,8 @@ fn concurrency_one_runs_one_at_a_time_in_arrival_order() {
         .map(|i| send(&server, "serial", &json!({ "i": i })))
         .collect();
 
-    // While the first runs, the others wait, visibly.
-    let (_, queued) = must(
-        "GET",
-        &server.url("/api/runs?workflow=serial&status=queued"),
-        &[],
-        None,
-    );
-    assert!(!queued["runs"].as_array().unwrap().is_empty(), "{queued}");
-
+    // (That the waiting runs show `queued` is checked without timing in
+    // an_http_trigger_behind_a_busy_slot_answers_queued.)
     let spans = intervals(&server, &runs);
     for (i, a) in spans.iter().enumerate() {
         for b in &spans[i + 1..] {
