@@ -8,6 +8,7 @@ mod compile;
 mod cpu;
 mod csv_import;
 mod fetch;
+mod natives;
 mod schedule;
 mod step;
 
