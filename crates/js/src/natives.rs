@@ -73,14 +73,19 @@ pub(crate) fn install_host<'js>(
         })?,
     )?;
 
-    let vars: serde_json::Map<String, serde_json::Value> = job
-        .env
-        .vars
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let vars = serde_json::Value::Object(vars).to_string();
-    obj.set("env", Function::new(ctx.clone(), move || vars.clone())?)?;
+    // Serialised only if the step reads `env` (the prelude asks once).
+    let env = job.env.clone();
+    obj.set(
+        "env",
+        Function::new(ctx.clone(), move || {
+            let vars: serde_json::Map<String, serde_json::Value> = env
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(vars).to_string()
+        })?,
+    )?;
 
     let fetch_policy = policy.clone();
     let shopify = job.env.shopify.clone();
