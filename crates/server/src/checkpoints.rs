@@ -63,10 +63,7 @@ async fn scope<S: Store, E: StepExecutor>(
     let Query(q) = query
         .map_err(|e| ApiError::bad_request(format!("bad checkpoint query: {e}; accepted: step")))?;
     let store = app.engine.store();
-    let record = store
-        .workflow(name.to_string())
-        .await?
-        .ok_or_else(|| ApiError::unknown_workflow(name))?;
+    let record = crate::workflows::deployed(app, name).await?;
     let Some(step) = q.step else {
         return Ok(None);
     };

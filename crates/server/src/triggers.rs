@@ -122,10 +122,7 @@ async fn live_version<S: Store, E: StepExecutor>(
         return Ok(live.clone());
     }
     let store = app.engine.store();
-    let w = store
-        .workflow(name.to_string())
-        .await?
-        .ok_or_else(|| ApiError::unknown_workflow(name))?;
+    let w = crate::workflows::deployed(app, name).await?;
     let settings = serde_json::from_str(&w.settings).unwrap_or_default();
     let live: Live = Arc::new((store.version(w.version).await?, settings));
     app.live

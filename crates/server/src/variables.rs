@@ -90,25 +90,13 @@ fn prepare<S: Store, E: StepExecutor>(
     seal_var(app.engine.secret_key(), name, value, secret).map_err(|m| ApiError::new(status, m))
 }
 
-async fn deployed<S: Store, E: StepExecutor>(
-    app: &Shared<S, E>,
-    name: &str,
-) -> Result<(), ApiError> {
-    app.engine
-        .store()
-        .workflow(name.to_string())
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::unknown_workflow(name))
-}
-
 #[utoipa::path(get, path = "/api/workflows/{name}/env", params(("name" = String, Path)), tag = "workflows",
     responses((status = 200, body = EnvList), (status = 404, body = ErrorBody)))]
 pub async fn list<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
 ) -> Result<Json<EnvList>, ApiError> {
-    deployed(&app, &name).await?;
+    crate::workflows::deployed(&app, &name).await?;
     let vars = app.engine.store().env_vars(name.clone()).await?;
     Ok(Json(EnvList {
         workflow: name,
@@ -132,7 +120,7 @@ pub async fn set<S: Store, E: StepExecutor>(
     Path((name, var)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<EnvView>, ApiError> {
-    deployed(&app, &name).await?;
+    crate::workflows::deployed(&app, &name).await?;
     let req: SetVar = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "send {{\"value\": \"...\", \"secret\": true|false}}: {e}"
@@ -158,7 +146,7 @@ pub async fn unset<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path((name, var)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    deployed(&app, &name).await?;
+    crate::workflows::deployed(&app, &name).await?;
     if !app
         .engine
         .store()

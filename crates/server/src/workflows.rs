@@ -277,12 +277,7 @@ pub async fn show<S: Store, E: StepExecutor>(
     State(app): State<Shared<S, E>>,
     Path(name): Path<String>,
 ) -> Result<Json<WorkflowView>, ApiError> {
-    let w = app
-        .engine
-        .store()
-        .workflow(name.clone())
-        .await?
-        .ok_or_else(|| ApiError::unknown_workflow(&name))?;
+    let w = deployed(&app, &name).await?;
     let v = app.engine.store().version(w.version).await?;
     Ok(Json(describe(
         &w,
@@ -306,4 +301,16 @@ pub async fn remove<S: Store, E: StepExecutor>(
     } else {
         Err(ApiError::unknown_workflow(&name))
     }
+}
+
+/// The deployed workflow `name`, or a 404 that says how to deploy it.
+pub(crate) async fn deployed<S: Store, E: StepExecutor>(
+    app: &Shared<S, E>,
+    name: &str,
+) -> Result<flowstate_store::WorkflowRecord, ApiError> {
+    app.engine
+        .store()
+        .workflow(name.to_string())
+        .await?
+        .ok_or_else(|| ApiError::unknown_workflow(name))
 }
